@@ -1,0 +1,74 @@
+"""The emulator's state and the operations on it, per org: moto's "backend".
+
+It ties the pure rules (domain), the database (storage), the rate window and the clock together,
+and is the only thing the wire layer calls. Writes are serialised by one lock so that validating
+a batch, checking the rate window and committing happen as one step.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from emulator.clock import Clock
+from emulator.domain.mapping import plan_batch
+from emulator.domain.model import MappingOp, UserMappings
+from emulator.domain.ratelimit import SlidingWindowLimiter
+from emulator.settings import Settings
+from emulator.storage import MappingStore
+from emulator.tenancy import Tenancy
+
+
+class RateLimited(Exception):
+    """The org's rate window is full; `retry_after` whole seconds until it is not."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"rate limit reached; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class Backend:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        self.clock = clock or Clock()
+        self.tenancy = Tenancy(settings.orgs)
+        self.store = MappingStore(settings.database_url)
+        self.limiter = SlidingWindowLimiter()
+        self._lock = threading.Lock()
+
+    def map_batch(self, org: str, ops: list[MappingOp]) -> None:
+        """Validate and apply one batch, all or nothing.
+
+        Raises MappingCycle (nothing applied) or RateLimited (valid, but not now). Only then is
+        the batch counted in the window, so refused requests never count.
+        """
+        with self._lock:
+            with self.store.write(org) as transaction:
+                plan = plan_batch(ops, transaction)
+                now = self.clock.now()
+                retry_after = self.limiter.retry_after(
+                    org,
+                    now,
+                    limit=self.limits.rate_limit,
+                    window_seconds=self.limits.rate_window_seconds,
+                )
+                if retry_after is not None:
+                    raise RateLimited(retry_after)
+                transaction.apply(plan, self.settings.amplitude_id_base)
+            self.limiter.record(org, now, plan.object_count)
+
+    def read(self, org: str, user_ids: Sequence[str]) -> dict[str, UserMappings]:
+        with self._lock:
+            return self.store.read(org, user_ids)
+
+    def reset(self, org: str | None = None) -> None:
+        """Forget mappings, amplitude ids and rate windows (of one org, or all, with the clock)."""
+        with self._lock:
+            self.store.clear(org)
+            self.limiter.clear(org)
+            if org is None:
+                self.clock.reset()
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,1 @@
+"""Amplitude's mapping rules in plain Python: no HTTP, no SQL."""

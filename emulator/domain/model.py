@@ -1,0 +1,54 @@
+"""The nouns of the User Mapping API, in Amplitude's words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Map:
+    """One mapping object that maps `user_id` into `global_user_id`."""
+
+    user_id: str
+    global_user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unmap:
+    """One mapping object with `"unmap": true`: remove the user's current mapping."""
+
+    user_id: str
+
+
+MappingOp = Map | Unmap
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """What an accepted batch changes, worked out before anything is written.
+
+    `mapping_changes` holds the final global of each user the batch changes (None: unmapped), so a
+    later object for the same user has already won. `named_user_ids` lists every id the batch
+    names, in the order that allocates `amplitude_id`s.
+    """
+
+    mapping_changes: dict[str, str | None]
+    named_user_ids: list[str]
+    object_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """One entry of `mapped_from` / `mapped_to`: the user named and that user's amplitude_id."""
+
+    user_id: str
+    amplitude_id: int
+
+
+@dataclass(slots=True)
+class UserMappings:
+    """What GET /api/2/usermap reports for one requested user id."""
+
+    amplitude_id: int | None = None
+    mapped_from: list[Edge] = field(default_factory=list)
+    mapped_to: list[Edge] = field(default_factory=list)

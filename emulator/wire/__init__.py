@@ -1,0 +1,1 @@
+"""HTTP: routes, parameter parsing and Amplitude-shaped responses. No rules live here."""
