@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from emulator.clock import Clock
 from emulator.domain.mapping import plan_batch
-from emulator.domain.model import MappingOp, UserMappings
+from emulator.domain.model import MappingOp, OrgGraph, UserMappings
 from emulator.domain.ratelimit import SlidingWindowLimiter
 from emulator.settings import Settings
 from emulator.storage import MappingStore
@@ -61,6 +61,18 @@ class Backend:
     def read(self, org: str, user_ids: Sequence[str]) -> dict[str, UserMappings]:
         with self._lock:
             return self.store.read(org, user_ids)
+
+    def dump(self) -> dict[str, OrgGraph]:
+        with self._lock:
+            return self.store.dump()
+
+    def replace_all(self, graphs: dict[str, OrgGraph], tenancy: Tenancy | None = None) -> None:
+        """Replace every org's graph (and the tenancy, if given); rate windows start empty."""
+        with self._lock:
+            self.store.replace_all(graphs)
+            self.limiter.clear()
+            if tenancy is not None:
+                self.tenancy = tenancy
 
     def reset(self, org: str | None = None) -> None:
         """Forget mappings, amplitude ids and rate windows (of one org, or all, with the clock)."""

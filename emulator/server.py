@@ -9,8 +9,9 @@ from typing import Any
 
 import uvicorn
 
+from emulator.app import create_app
+from emulator.control.middleware import uvicorn_connection_dropper
 from emulator.settings import Settings
-from emulator.wire.app import create_app
 
 # Spec section 3: request targets up to 64 KiB must reach the app (which answers 414 as JSON);
 # h11's default of 16 KiB for the whole request head would cut them off first.
@@ -21,7 +22,9 @@ _MAX_REQUEST_HEAD = MAX_TARGET_REACHING_APP + 32 * 1024
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening socket; binding here (not in uvicorn) lets port 0 report the port it got."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the proto
+    # says TCP, and without it every keep-alive response waits ~40 ms on Nagle's algorithm.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -45,6 +48,13 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
     return uvicorn.Config(app, **options)
 
 
+def _server(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Server:
+    server = uvicorn.Server(uvicorn_config(app, settings, **overrides))
+    # Fault rules that drop a connection abort the TCP connection itself.
+    app.state.control.drop_connection = uvicorn_connection_dropper(server.server_state)
+    return server
+
+
 def base_url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -54,7 +64,7 @@ def serve(settings: Settings) -> None:
     """Serve until interrupted; prints the address it listens on (useful with port 0)."""
     sock = bind_socket(settings.host, settings.port)
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn_config(app, settings))
+    server = _server(app, settings)
     print(f"amplitude-emulator listening on {base_url(sock)}", flush=True)
     server.run(sockets=[sock])
 
@@ -67,7 +77,7 @@ class ServerThread:
         self.app = create_app(self.settings)
         self._sock = bind_socket(self.settings.host, self.settings.port)
         self.base_url = base_url(self._sock)
-        self._server = uvicorn.Server(uvicorn_config(self.app, self.settings, **uvicorn_overrides))
+        self._server = _server(self.app, self.settings, **uvicorn_overrides)
         self._thread = threading.Thread(
             target=self._server.run,
             kwargs={"sockets": [self._sock]},

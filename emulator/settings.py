@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emulator.tenancy import ConfigError, Org, Project, Region, load_orgs
+from emulator.tenancy import (
+    ConfigError,
+    Org,
+    Project,
+    Region,
+    check_unique_api_keys,
+    load_orgs,
+)
 
 ENV_PREFIX = "AMPLITUDE_EMULATOR_"
 
@@ -44,6 +51,9 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     amplitude_id_base: int = 1
     log_level: str = "info"
+    admin_token: str | None = None  # required by the control API when set
+    seed: Path | None = None  # a state document (GET /_emulator/state) loaded at start
+    journal_size: int = 1000  # request journal entries kept
 
 
 def _positive_int(text: str) -> int:
@@ -125,6 +135,9 @@ OPTIONS: tuple[Option, ...] = (
         "amplitude_id_base", _non_negative_int, "first amplitude_id of each org (default 1)", "N"
     ),
     Option("log_level", str, "uvicorn log level (default info)", "LEVEL"),
+    Option("admin_token", str, "require 'Authorization: Bearer TOKEN' on /_emulator", "TOKEN"),
+    Option("seed", Path, "state file (as GET /_emulator/state returns) loaded at start", "FILE"),
+    Option("journal_size", _non_negative_int, "request journal entries kept (default 1000)", "N"),
 )
 
 
@@ -160,6 +173,7 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
             region=values.get("region") or Region.US,
         )
         orgs = (orgs or []) + [Org(name="default", projects=(project,))]
+        check_unique_api_keys(orgs, source="--api-key")
     limits = Limits(
         max_batch=values.get("max_batch", default_limits.max_batch),
         max_request_bytes=values.get("max_request_bytes", default_limits.max_request_bytes),
@@ -175,6 +189,9 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
         limits=limits,
         amplitude_id_base=values.get("amplitude_id_base", defaults.amplitude_id_base),
         log_level=values.get("log_level", defaults.log_level),
+        admin_token=values.get("admin_token", defaults.admin_token),
+        seed=values.get("seed", defaults.seed),
+        journal_size=values.get("journal_size", defaults.journal_size),
     )
 
 

@@ -158,7 +158,22 @@ def orgs_from_document(document: object, *, source: str) -> list[Org]:
         orgs.append(Org(name=org_name, projects=tuple(projects)))
     if len({org.name for org in orgs}) != len(orgs):
         raise ConfigError(f"{source}: two orgs share a name")
+    check_unique_api_keys(orgs, source=source)
     return orgs
+
+
+def check_unique_api_keys(orgs: Iterable[Org], *, source: str) -> None:
+    """Raise ConfigError if two projects share an api_key (a key must name one project)."""
+    owners: dict[str, Project] = {}
+    for org in orgs:
+        for project in org.projects:
+            first = owners.setdefault(project.api_key, project)
+            if first is not project:
+                raise ConfigError(
+                    f"{source}: project {project.name!r} of org {project.org!r} has the same "
+                    f"api_key as project {first.name!r} of org {first.org!r}; "
+                    "each api_key must be unique"
+                )
 
 
 def _text(table: Mapping[str, object], key: str, where: str) -> str:

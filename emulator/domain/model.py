@@ -52,3 +52,11 @@ class UserMappings:
     amplitude_id: int | None = None
     mapped_from: list[Edge] = field(default_factory=list)
     mapped_to: list[Edge] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class OrgGraph:
+    """An org's whole state: every amplitude_id it allocated and every direct mapping."""
+
+    amplitude_ids: dict[str, int] = field(default_factory=dict)
+    mappings: dict[str, str] = field(default_factory=dict)  # user_id -> global_user_id

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, create_engine, delete, func, insert, select
 from sqlalchemy.engine import make_url
 
-from emulator.domain.model import BatchPlan, Edge, UserMappings
+from emulator.domain.model import BatchPlan, Edge, OrgGraph, UserMappings
 from emulator.storage import sqlite
 from emulator.storage.schema import amplitude_ids, mappings, metadata
 
@@ -137,6 +137,40 @@ class MappingStore:
                 ):
                     result[global_user_id].mapped_from.append(Edge(user_id, amplitude_id))
         return result
+
+    def dump(self) -> dict[str, OrgGraph]:
+        """Every org's whole graph."""
+        graphs: dict[str, OrgGraph] = {}
+        with self.engine.connect() as connection:
+            for org, user_id, amplitude_id in connection.execute(
+                select(amplitude_ids).order_by(amplitude_ids.c.org, amplitude_ids.c.amplitude_id)
+            ):
+                graphs.setdefault(org, OrgGraph()).amplitude_ids[user_id] = amplitude_id
+            for org, user_id, global_user_id in connection.execute(
+                select(mappings).order_by(mappings.c.org, mappings.c.user_id)
+            ):
+                graphs.setdefault(org, OrgGraph()).mappings[user_id] = global_user_id
+        return graphs
+
+    def replace_all(self, graphs: Mapping[str, OrgGraph]) -> None:
+        """Make the database hold exactly `graphs`, in one transaction."""
+        with self.engine.begin() as connection:
+            connection.execute(delete(mappings))
+            connection.execute(delete(amplitude_ids))
+            id_rows = [
+                {"org": org, "user_id": user_id, "amplitude_id": amplitude_id}
+                for org, graph in graphs.items()
+                for user_id, amplitude_id in graph.amplitude_ids.items()
+            ]
+            mapping_rows = [
+                {"org": org, "user_id": user_id, "global_user_id": global_user_id}
+                for org, graph in graphs.items()
+                for user_id, global_user_id in graph.mappings.items()
+            ]
+            if id_rows:
+                connection.execute(insert(amplitude_ids), id_rows)
+            if mapping_rows:
+                connection.execute(insert(mappings), mapping_rows)
 
     def clear(self, org: str | None = None) -> None:
         """Forget mappings and amplitude ids: of one org, or of all."""

@@ -132,7 +132,10 @@ async def _parse_multipart(request: Request, body: bytes) -> Pairs:
     async def replay() -> Message:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    form = await Request(request.scope, replay).form()
+    # Without "app" in the scope Starlette raises MultiPartException (handled by the caller)
+    # instead of turning a malformed body into a plain HTTPException 400.
+    scope = {key: value for key, value in request.scope.items() if key != "app"}
+    form = await Request(scope, replay).form()
     try:
         pairs: Pairs = []
         for name, value in form.multi_items():

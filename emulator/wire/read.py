@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Iterable, Iterator
 
@@ -48,11 +47,13 @@ def _authenticate(request: Request, params: RequestParams, backend: Backend) -> 
                 "Send the project's api_key and secret_key as HTTP Basic credentials."
             )
         api_key, secret_key = api_key_param, secret_key_param
+    request.state.api_key = api_key  # for the request journal
     project = backend.tenancy.authenticate(
         api_key, secret_key, region_of_host(request.headers.get("host"))
     )
     if project is None:
         raise unauthorized("Invalid api_key / secret_key pair for this host's region.")
+    request.state.org = project.org
     return project
 
 
@@ -62,7 +63,7 @@ def _basic_credentials(authorization: str) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, or a non-ASCII header value
         return None
     api_key, colon, secret_key = decoded.partition(":")
     if not colon or not api_key:
@@ -83,10 +84,21 @@ def _expand_json_arrays(values: Iterable[str]) -> Iterator[str]:
                 decoded = json.loads(value)
             except (ValueError, RecursionError):
                 decoded = None
-            if isinstance(decoded, list) and all(isinstance(item, str) for item in decoded):
+            if isinstance(decoded, list) and all(_is_text(item) for item in decoded):
                 yield from (item for item in decoded if item)
                 continue
         yield value
+
+
+def _is_text(item: object) -> bool:
+    # A string with a lone surrogate (from a `\ud800` escape) is no UTF-8 text: not an id.
+    if not isinstance(item, str):
+        return False
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _edges_json(edges: list[Edge]) -> list[dict[str, object]]:

@@ -33,11 +33,13 @@ async def usermap(request: Request) -> Response:
     api_key = params.first("api_key")
     if api_key is None:
         raise missing_field("api_key", params.body_note or _MISSING_HINT.format(name="api_key"))
+    request.state.api_key = api_key  # for the request journal
     host_region = region_of_host(request.headers.get("host"))
     project = backend.tenancy.project_for_key(api_key, host_region)
     if project is None:
         raise invalid_api_key(api_key, _invalid_key_hint(backend, api_key, host_region))
 
+    request.state.org = project.org
     mapping = params.first("mapping")
     if mapping is None:
         raise missing_field("mapping", params.body_note or _MISSING_HINT.format(name="mapping"))

@@ -1,20 +1,14 @@
-"""The FastAPI application: Amplitude's paths, and Amplitude-shaped answers to everything else."""
+"""Amplitude's paths, and Amplitude-shaped answers to everything else (unknown paths, errors)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from emulator import __version__
-from emulator.backend import Backend
-from emulator.clock import Clock
-from emulator.settings import Settings
 from emulator.wire.read import read_usermap
 from emulator.wire.responses import Refusal, json_response
 from emulator.wire.usermap import usermap
@@ -46,27 +40,10 @@ async def _internal_error(_request: Request, error: Exception) -> Response:
     return json_response({"code": 500, "error": "Internal server error"}, 500)
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
-    """The emulator as an ASGI app; its state is `app.state.backend`."""
-    backend = Backend(settings or Settings(), clock)
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        backend.close()
-
-    app = FastAPI(
-        title="Amplitude User Mapping API emulator",
-        version=__version__,
-        lifespan=lifespan,
-        openapi_url=None,
-        docs_url=None,
-        redoc_url=None,
-    )
-    app.state.backend = backend
+def install(app: FastAPI) -> None:
+    """Serve Amplitude's paths on `app`, and answer every refusal the Amplitude way."""
     app.add_api_route("/usermap", usermap, methods=["POST", "GET"], include_in_schema=False)
     app.add_api_route("/api/2/usermap", read_usermap, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(Refusal, _refusal)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
-    return app

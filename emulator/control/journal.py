@@ -1,0 +1,118 @@
+"""The request journal: what Amplitude-facing requests came in and what they were answered.
+
+Bounded twice over: at most `capacity` entries, and at most `body_limit` bytes of each body.
+Basic-auth secrets and admin tokens never reach it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+REDACTED = "[redacted]"
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+@dataclass(slots=True)
+class JournalEntry:
+    id: int
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: str
+    body_truncated: bool
+    status: int
+    response_body: Any
+    hint: str | None
+    api_key: str | None
+    org: str | None
+    fault: int | None  # id of the fault rule that answered, if one did
+    started_at: float  # emulator clock, epoch seconds
+    duration_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def redact_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for raw_name, raw_value in headers:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        if name in _SECRET_HEADERS:
+            scheme = value.split(" ", 1)[0] if " " in value else ""
+            value = f"{scheme} {REDACTED}".strip()
+        result[name] = value if name not in result else f"{result[name]}, {value}"
+    return result
+
+
+def decode_body(body: bytes) -> Any:
+    """JSON bodies as JSON, anything else as text."""
+    text = body.decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@dataclass(slots=True)
+class JournalFilter:
+    path: str | None = None
+    method: str | None = None
+    status: int | None = None
+    api_key: str | None = None
+    org: str | None = None
+    since: float | None = None  # entries that started at or after this clock time
+    limit: int | None = None  # the most recent N of the matching entries
+
+    def matches(self, entry: JournalEntry) -> bool:
+        return (
+            (self.path is None or entry.path == self.path)
+            and (self.method is None or entry.method == self.method.upper())
+            and (self.status is None or entry.status == self.status)
+            and (self.api_key is None or entry.api_key == self.api_key)
+            and (self.org is None or entry.org == self.org)
+            and (self.since is None or entry.started_at >= self.since)
+        )
+
+
+@dataclass
+class Journal:
+    capacity: int = 1000
+    body_limit: int = 4096
+    _entries: deque[JournalEntry] = field(default_factory=deque)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def add(self, entry: JournalEntry) -> None:
+        with self._lock:
+            self._entries.append(entry)
+            while len(self._entries) > max(self.capacity, 0):
+                self._entries.popleft()
+
+    def entries(self, query: JournalFilter | None = None) -> list[JournalEntry]:
+        query = query or JournalFilter()
+        with self._lock:
+            found = [entry for entry in self._entries if query.matches(entry)]
+        if query.limit is not None:
+            found = found[-query.limit :] if query.limit > 0 else []
+        return found
+
+    def clear(self, org: str | None = None) -> None:
+        with self._lock:
+            if org is None:
+                self._entries.clear()
+            else:
+                self._entries = deque(entry for entry in self._entries if entry.org != org)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,221 @@
+"""ASGI middleware around Amplitude's paths: apply fault rules, then record the exchange.
+
+Control paths (/_emulator) pass straight through: they are neither faulted nor journaled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from emulator.control import CONTROL_PREFIX
+from emulator.control.journal import JournalEntry, decode_body, redact_headers
+from emulator.wire.params import parse_urlencoded
+from emulator.wire.responses import HINT_HEADER, header_safe
+
+if TYPE_CHECKING:
+    from emulator.control.faults import FaultRule
+    from emulator.control.service import Control
+
+DropConnection = Callable[[Scope], bool]
+
+
+class ConnectionDropped(Exception):
+    """Raised after a response was started, so the server closes the connection mid-answer."""
+
+
+class ControlMiddleware:
+    def __init__(self, app: ASGIApp, control: Control) -> None:
+        self.app = app
+        self.control = control
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(CONTROL_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        control = self.control
+        if not control.ready:
+            await _not_ready(control, send)
+            return
+        started_at = control.backend.clock.now()
+        started = time.perf_counter()
+        body_limit = control.journal.body_limit
+        request_body = bytearray()
+        request_truncated = False
+        status = 0
+        response_headers: list[tuple[bytes, bytes]] = []
+        response_body = bytearray()
+        fault: FaultRule | None = None
+        peeked_api_key: str | None = None
+
+        if control.faults:
+            if control.faults.needs_api_key:
+                receive, peeked_api_key = await _peek_api_key(scope, receive, control)
+            fault = control.faults.take(scope["method"], scope["path"], peeked_api_key)
+
+        async def recording_receive() -> Message:
+            nonlocal request_truncated
+            message = await receive()
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                room = body_limit - len(request_body)
+                request_body.extend(chunk[: max(room, 0)])
+                request_truncated = request_truncated or len(chunk) > room
+            return message
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_headers.extend(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                room = body_limit - len(response_body)
+                response_body.extend(message.get("body", b"")[: max(room, 0)])
+            await send(message)
+
+        try:
+            if fault is None:
+                await self.app(scope, recording_receive, recording_send)
+            else:
+                await self._apply(fault, scope, recording_receive, recording_send)
+        finally:
+            state = scope.get("state") or {}
+            headers = {
+                name.decode("latin-1").lower(): value.decode("latin-1")
+                for name, value in response_headers
+            }
+            control.journal.add(
+                JournalEntry(
+                    id=control.journal.next_id(),
+                    method=scope["method"],
+                    path=scope["path"],
+                    query=scope.get("query_string", b"").decode("latin-1"),
+                    headers=redact_headers(scope.get("headers", [])),
+                    body=request_body.decode("utf-8", "replace"),
+                    body_truncated=request_truncated,
+                    status=status,
+                    response_body=decode_body(bytes(response_body)),
+                    hint=headers.get(HINT_HEADER.lower()),
+                    api_key=state.get("api_key", peeked_api_key),
+                    org=state.get("org"),
+                    fault=None if fault is None else fault.id,
+                    started_at=started_at,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                )
+            )
+
+    async def _apply(self, fault: FaultRule, scope: Scope, receive: Receive, send: Send) -> None:
+        if fault.latency_ms:
+            await asyncio.sleep(fault.latency_ms / 1000)
+        if fault.drop:
+            await self._drop(scope, send)
+        elif fault.status is not None:
+            body = json.dumps(fault.body, separators=(",", ":")).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                *(
+                    (name.lower().encode("latin-1"), value.encode("latin-1"))
+                    for name, value in fault.headers.items()
+                ),
+                (HINT_HEADER.lower().encode(), f"Injected by fault rule {fault.id}.".encode()),
+            ]
+            await send({"type": "http.response.start", "status": fault.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        else:  # latency only: then the real answer
+            await self.app(scope, receive, send)
+
+    async def _drop(self, scope: Scope, send: Send) -> None:
+        drop_connection: DropConnection | None = self.control.drop_connection
+        if drop_connection is not None and drop_connection(scope):
+            # Let the server notice the closed transport, so it does not answer for us.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return
+        # Without access to the transport: start an answer and break it off.
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"1000")],
+            }
+        )
+        raise ConnectionDropped("fault rule dropped the connection")
+
+
+async def _not_ready(control: Control, send: Send) -> None:
+    reason = control.load_error or "the seed data is still loading"
+    body = json.dumps({"code": 503, "error": "Service unavailable"}).encode()
+    hint = header_safe(f"Not ready: {reason}; retry, or wait for GET /_emulator/ready.")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"retry-after", b"1"),
+                (HINT_HEADER.lower().encode(), hint.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _peek_api_key(
+    scope: Scope, receive: Receive, control: Control
+) -> tuple[Receive, str | None]:
+    """Read the body (within the size limit) to find api_key, and replay it to the app."""
+    messages: list[Message] = []
+    size = 0
+    limit = control.backend.limits.max_request_bytes
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if size > limit or not message.get("more_body", False):
+            break
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+    api_key = _api_key_of(scope, body if size <= limit else b"")
+
+    async def replay() -> Message:
+        if messages:
+            return messages.pop(0)
+        return await receive()
+
+    return replay, api_key
+
+
+def _api_key_of(scope: Scope, body: bytes) -> str | None:
+    """The api_key a request names: Basic auth user, else body, else query parameter."""
+    import base64
+
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"authorization" and value[:6].lower() == b"basic ":
+            try:
+                return base64.b64decode(value[6:].strip()).decode("utf-8").split(":", 1)[0]
+            except ValueError:
+                return None
+    pairs: list[tuple[str, str]] = [
+        *parse_urlencoded(body),
+        *parse_urlencoded(scope.get("query_string", b"")),
+    ]
+    return next((value for name, value in pairs if name == "api_key" and value), None)
+
+
+def uvicorn_connection_dropper(server_state: Any) -> DropConnection:
+    """Abort the TCP connection serving `scope`, found among uvicorn's live connections."""
+
+    def drop(scope: Scope) -> bool:
+        for connection in list(server_state.connections):
+            if getattr(connection, "scope", None) is scope:
+                connection.transport.abort()
+                return True
+        return False
+
+    return drop
