@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 
 from emulator.clock import Clock
-from emulator.domain.mapping import plan_batch
+from emulator.domain.mapping import InvalidMapping, plan_batch
 from emulator.domain.model import MappingOp, OrgGraph, UserMappings
 from emulator.domain.ratelimit import SlidingWindowLimiter
 from emulator.settings import Settings
@@ -37,15 +37,21 @@ class Backend:
         self.limiter = SlidingWindowLimiter()
         self._lock = threading.Lock()
 
-    def map_batch(self, org: str, ops: list[MappingOp]) -> None:
-        """Validate and apply one batch, all or nothing.
+    def map_batch(
+        self, org: str, ops: list[MappingOp], shape_error: InvalidMapping | None = None
+    ) -> None:
+        """Validate and apply one batch, all or nothing, checks in the order of spec section 3.
 
-        Raises MappingCycle (nothing applied) or RateLimited (valid, but not now). Only then is
-        the batch counted in the window, so refused requests never count.
+        `ops` are the well-formed objects; `shape_error`, if given, is the malformed object after
+        them. An object among `ops` that closes a cycle comes first (MappingCycle), then the
+        malformed one, then the rate window (RateLimited: valid, but not now). Nothing is
+        applied or counted in the window unless every check passes.
         """
         with self._lock:
             with self.store.write(org) as transaction:
                 plan = plan_batch(ops, transaction)
+                if shape_error is not None:
+                    raise shape_error
                 now = self.clock.now()
                 retry_after = self.limiter.retry_after(
                     org,
@@ -65,6 +71,10 @@ class Backend:
     def dump(self) -> dict[str, OrgGraph]:
         with self._lock:
             return self.store.dump()
+
+    def counts(self) -> tuple[int, int, int]:
+        with self._lock:
+            return self.store.counts()
 
     def replace_all(self, graphs: dict[str, OrgGraph], tenancy: Tenancy | None = None) -> None:
         """Replace every org's graph (and the tenancy, if given); rate windows start empty."""

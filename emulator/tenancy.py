@@ -150,7 +150,7 @@ def orgs_from_document(document: object, *, source: str) -> list[Org]:
                 Project(
                     name=table.get("name") or f"project-{project_number}",
                     org=org_name,
-                    api_key=_text(table, "api_key", project_where),
+                    api_key=_api_key(table, project_where),
                     secret_key=_text(table, "secret_key", project_where),
                     region=region,
                 )
@@ -174,6 +174,13 @@ def check_unique_api_keys(orgs: Iterable[Org], *, source: str) -> None:
                     f"api_key as project {first.name!r} of org {first.org!r}; "
                     "each api_key must be unique"
                 )
+
+
+def _api_key(table: Mapping[str, object], where: str) -> str:
+    api_key = _text(table, "api_key", where)
+    if api_key in _NEVER_VALID_KEYS:
+        raise ConfigError(f"{where}: api_key {api_key!r} is what unset client variables send")
+    return api_key
 
 
 def _text(table: Mapping[str, object], key: str, where: str) -> str:

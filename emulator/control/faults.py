@@ -78,7 +78,9 @@ def parse_rule(rule_id: int, document: Any) -> FaultRule:
     """A FaultRule from its JSON form (see the README's control API section)."""
     if not isinstance(document, Mapping):
         raise InvalidFaultRule("a fault rule is a JSON object with 'match' and 'effect'")
-    match = document.get("match") or {}
+    match = document.get("match")
+    if match is None:
+        match = {}
     effect = document.get("effect")
     if not isinstance(match, Mapping):
         raise InvalidFaultRule("match must be an object")

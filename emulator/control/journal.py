@@ -99,6 +99,13 @@ class Journal:
             while len(self._entries) > max(self.capacity, 0):
                 self._entries.popleft()
 
+    def resize(self, capacity: int) -> None:
+        """Keep at most `capacity` entries from now on, dropping the oldest at once."""
+        with self._lock:
+            self.capacity = capacity
+            while len(self._entries) > max(capacity, 0):
+                self._entries.popleft()
+
     def entries(self, query: JournalFilter | None = None) -> list[JournalEntry]:
         query = query or JournalFilter()
         with self._lock:

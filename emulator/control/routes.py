@@ -90,7 +90,8 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
     ("POST", "/_emulator/clock", '{"freeze": bool}, {"set": epoch_s}, {"advance": s}'),
     ("GET", "/_emulator/faults", "fault rules"),
     ("POST", "/_emulator/faults", "add a fault rule"),
-    ("DELETE", "/_emulator/faults", "remove all fault rules (or /faults/{id})"),
+    ("DELETE", "/_emulator/faults", "remove all fault rules"),
+    ("DELETE", "/_emulator/faults/{rule_id}", "remove one fault rule"),
     ("GET", "/_emulator/config", "runtime limits"),
     ("PATCH", "/_emulator/config", "change runtime limits"),
 )
@@ -265,10 +266,13 @@ async def clear_faults(request: Request) -> Response:
 
 
 @router.delete("/faults/{rule_id}")
-async def delete_fault(request: Request, rule_id: int) -> Response:
-    if not _control(request).faults.clear(rule_id):
+async def delete_fault(request: Request, rule_id: str) -> Response:
+    # A str, not an int parameter: a non-number is "no such rule", in our own error shape.
+    if not (rule_id.isascii() and rule_id.isdigit()) or not _control(request).faults.clear(
+        int(rule_id)
+    ):
         raise _refuse(404, f"No fault rule has the id {rule_id}.")
-    return json_response({"deleted": rule_id})
+    return json_response({"deleted": int(rule_id)})
 
 
 _LIMIT_FIELDS = {
@@ -314,7 +318,7 @@ async def patch_config(request: Request) -> Response:
             raise _refuse(400, f"{name} must be {_LIMIT_FIELDS.get(name, 'a whole number >= 0')}.")
     for name, value in document.items():
         if name == "journal_size":
-            control.journal.capacity = value
+            control.journal.resize(value)
         else:
             setattr(
                 control.backend.limits, name, float(value) if name.endswith("seconds") else value

@@ -85,6 +85,8 @@ class Control:
         for number, org in enumerate(document.get("orgs", []), start=1):
             if not isinstance(org, Mapping) or not isinstance(org.get("name"), str):
                 raise InvalidState(f"org {number} needs a name")
+            if org["name"] in graphs:
+                raise InvalidState(f"org {org['name']!r} appears twice")
             ids = org.get("amplitude_ids", {})
             mappings = org.get("mappings", {})
             if not _is_map_of(ids, int) or not _is_map_of(mappings, str):
@@ -113,14 +115,14 @@ class Control:
         self.import_state(copy.deepcopy(self.snapshots[name]))
 
     def summary(self) -> dict[str, Any]:
-        graphs = self.backend.dump()
+        orgs, users, mappings = self.backend.counts()
         clock = self.backend.clock
         return {
             "ready": self.ready,
             "permissive": self.backend.tenancy.permissive,
-            "orgs": len(graphs),
-            "users": sum(len(graph.amplitude_ids) for graph in graphs.values()),
-            "mappings": sum(len(graph.mappings) for graph in graphs.values()),
+            "orgs": orgs,
+            "users": users,
+            "mappings": mappings,
             "journal_entries": len(self.journal),
             "fault_rules": len(self.faults.rules()),
             "snapshots": sorted(self.snapshots),

@@ -30,6 +30,9 @@ class InvalidMapping(ValueError):
         self.reason = reason
         self.index = index
         self.missing_field = missing_field
+        # The valid objects before the bad one: one of them may close a cycle, which is then
+        # the first failure (spec section 3 checks each object in order, shape then cycle).
+        self.ops_before: list[MappingOp] = []
 
 
 class MappingCycle(InvalidMapping):
@@ -72,7 +75,14 @@ def parse_mapping(text: str, *, max_batch: int) -> list[MappingOp]:
         raise InvalidMapping("mapping must be a JSON object or an array of objects", index=None)
     if len(objects) > max_batch:
         raise TooManyMappings(len(objects), max_batch)
-    return [_parse_object(index, obj) for index, obj in enumerate(objects)]
+    ops: list[MappingOp] = []
+    for index, obj in enumerate(objects):
+        try:
+            ops.append(_parse_object(index, obj))
+        except InvalidMapping as error:
+            error.ops_before = ops
+            raise
+    return ops
 
 
 def _parse_object(index: int, obj: object) -> MappingOp:

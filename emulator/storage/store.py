@@ -152,6 +152,15 @@ class MappingStore:
                 graphs.setdefault(org, OrgGraph()).mappings[user_id] = global_user_id
         return graphs
 
+    def counts(self) -> tuple[int, int, int]:
+        """How many orgs, users (amplitude ids) and mappings the database holds."""
+        with self.engine.connect() as connection:
+            orgs, users = connection.execute(
+                select(func.count(func.distinct(amplitude_ids.c.org)), func.count())
+            ).one()
+            mapped = connection.execute(select(func.count()).select_from(mappings)).scalar_one()
+        return orgs, users, mapped
+
     def replace_all(self, graphs: Mapping[str, OrgGraph]) -> None:
         """Make the database hold exactly `graphs`, in one transaction."""
         with self.engine.begin() as connection:

@@ -13,20 +13,25 @@ from emulator.backend import Backend
 from emulator.domain.model import Edge, UserMappings
 from emulator.tenancy import Project, region_of_host
 from emulator.wire.params import RequestParams, read_params
-from emulator.wire.responses import invalid_request, json_response, unauthorized
+from emulator.wire.responses import Refusal, invalid_request, json_response, unauthorized
 
 MAX_USER_IDS = 100
 
 
 async def read_usermap(request: Request) -> Response:
     backend: Backend = request.app.state.backend
-    params = await read_params(request, backend.limits)
+    try:
+        params = await read_params(request, backend.limits)
+    except Refusal as refusal:  # 413 / 414, in this API's error shape
+        raise invalid_request(
+            str(refusal.body.get("error")), refusal.hint, refusal.status_code
+        ) from None
     project = _authenticate(request, params, backend)
     user_ids = requested_user_ids(params)
     if not user_ids or len(user_ids) > MAX_USER_IDS:
+        details = f"user_ids must name 1 to {MAX_USER_IDS} distinct user ids; got {len(user_ids)}."
         raise invalid_request(
-            "Invalid user_ids",
-            f"user_ids must name 1 to {MAX_USER_IDS} distinct user ids; got {len(user_ids)}.",
+            "Invalid user_ids", details + (f" {params.body_note}" if params.body_note else "")
         )
     found = backend.read(project.org, user_ids)
     return json_response({user_id: _user_json(found[user_id]) for user_id in user_ids})

@@ -23,7 +23,9 @@ def header_safe(text: str) -> str:
     line = " ".join(text.split())
     if len(line) > _HINT_MAX:
         line = line[: _HINT_MAX - 3] + "..."
-    return line.encode("ascii", "backslashreplace").decode("ascii")
+    ascii_line = line.encode("ascii", "backslashreplace").decode("ascii")
+    # Control characters (NUL, DEL, ...) are ASCII but illegal in a header value.
+    return "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in ascii_line)
 
 
 class Refusal(Exception):
@@ -83,12 +85,12 @@ def unauthorized(message: str) -> Refusal:
     )
 
 
-def invalid_request(message: str, details: str) -> Refusal:
+def invalid_request(message: str, details: str, status_code: int = 400) -> Refusal:
     return Refusal(
-        400,
+        status_code,
         {
             "error": {
-                "http_code": 400,
+                "http_code": status_code,
                 "type": "invalid",
                 "message": message,
                 "metadata": {"details": details},

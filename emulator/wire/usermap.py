@@ -44,8 +44,13 @@ async def usermap(request: Request) -> Response:
     if mapping is None:
         raise missing_field("mapping", params.body_note or _MISSING_HINT.format(name="mapping"))
     try:
-        ops = parse_mapping(mapping, max_batch=backend.limits.max_batch)
-        backend.map_batch(project.org, ops)
+        try:
+            ops, shape_error = parse_mapping(mapping, max_batch=backend.limits.max_batch), None
+        except InvalidMapping as error:
+            if error.index is None:  # not an array of objects at all
+                raise
+            ops, shape_error = error.ops_before, error
+        backend.map_batch(project.org, ops, shape_error)
     except MappingNotJson as error:
         raise Refusal(
             400,

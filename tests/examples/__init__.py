@@ -1,0 +1,1 @@
+"""Runnable examples of the pytest plugin; each file's docstring says what it shows."""
