@@ -70,12 +70,10 @@ class Tenancy:
 
     def __init__(self, orgs: Iterable[Org] | None = None) -> None:
         self.orgs: tuple[Org, ...] | None = None if orgs is None else tuple(orgs)
-        self._by_key: dict[str, Project] = {}
-        for org in self.orgs or ():
-            for project in org.projects:
-                if project.api_key in self._by_key:
-                    raise ConfigError(f"api_key of project {project.name!r} is used twice")
-                self._by_key[project.api_key] = project
+        check_unique_api_keys(self.orgs or (), source="configuration")
+        self._by_key = {
+            project.api_key: project for org in self.orgs or () for project in org.projects
+        }
 
     @property
     def permissive(self) -> bool:

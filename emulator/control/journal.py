@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -38,6 +39,14 @@ class JournalEntry:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_SECRET_PARAMETER = re.compile(r"(?i)((?:^|&)secret_key=)[^&]*")
+
+
+def redact_parameters(urlencoded: str) -> str:
+    """Hide `secret_key` values (the read API's credentials as parameters)."""
+    return _SECRET_PARAMETER.sub(rf"\g<1>{REDACTED}", urlencoded)
 
 
 def redact_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:

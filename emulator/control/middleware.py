@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emulator.control import CONTROL_PREFIX
-from emulator.control.journal import JournalEntry, decode_body, redact_headers
+from emulator.control.journal import (
+    JournalEntry,
+    decode_body,
+    redact_headers,
+    redact_parameters,
+)
 from emulator.wire.params import parse_urlencoded
 from emulator.wire.responses import HINT_HEADER, header_safe
 
@@ -89,9 +94,9 @@ class ControlMiddleware:
                     id=control.journal.next_id(),
                     method=scope["method"],
                     path=scope["path"],
-                    query=scope.get("query_string", b"").decode("latin-1"),
+                    query=redact_parameters(scope.get("query_string", b"").decode("latin-1")),
                     headers=redact_headers(scope.get("headers", [])),
-                    body=request_body.decode("utf-8", "replace"),
+                    body=redact_parameters(request_body.decode("utf-8", "replace")),
                     body_truncated=request_truncated,
                     status=status,
                     response_body=decode_body(bytes(response_body)),

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Protocol
 
-from emulator.domain.model import BatchPlan, Map, MappingOp, Unmap
+from emulator.domain.model import BatchPlan, Map, MappingOp, Unmap, is_text
 
 
 class MappingNotJson(ValueError):
@@ -114,21 +114,12 @@ def _required_id(index: int, obj: Mapping[str, object], name: str) -> str:
         raise InvalidMapping(
             f"mapping object {index}: {name} must be a non-empty string", index=index
         )
-    if not _is_unicode(value):
+    if not is_text(value):
         raise InvalidMapping(
             f"mapping object {index}: {name} holds an unpaired UTF-16 surrogate escape",
             index=index,
         )
     return value
-
-
-def _is_unicode(text: str) -> bool:
-    """False for a string JSON escapes made that no UTF-8 text can hold (a lone surrogate)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class MappingGraph(Protocol):

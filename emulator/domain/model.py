@@ -23,6 +23,17 @@ class Unmap:
 MappingOp = Map | Unmap
 
 
+def is_text(value: object) -> bool:
+    """Whether `value` is a string UTF-8 can hold: JSON's `\\ud800` escapes make ones it cannot."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class BatchPlan:
     """What an accepted batch changes, worked out before anything is written.

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from emulator.backend import Backend
-from emulator.domain.model import Edge, UserMappings
+from emulator.domain.model import Edge, UserMappings, is_text
 from emulator.tenancy import Project, region_of_host
 from emulator.wire.params import RequestParams, read_params
 from emulator.wire.responses import Refusal, invalid_request, json_response, unauthorized
@@ -89,21 +89,10 @@ def _expand_json_arrays(values: Iterable[str]) -> Iterator[str]:
                 decoded = json.loads(value)
             except (ValueError, RecursionError):
                 decoded = None
-            if isinstance(decoded, list) and all(_is_text(item) for item in decoded):
+            if isinstance(decoded, list) and all(is_text(item) for item in decoded):
                 yield from (item for item in decoded if item)
                 continue
         yield value
-
-
-def _is_text(item: object) -> bool:
-    # A string with a lone surrogate (from a `\ud800` escape) is no UTF-8 text: not an id.
-    if not isinstance(item, str):
-        return False
-    try:
-        item.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _edges_json(edges: list[Edge]) -> list[dict[str, object]]:

@@ -115,6 +115,23 @@ def test_entry_of_a_read_redacts_basic_credentials(http: httpx.Client, api_key: 
     assert secret not in text
 
 
+@pytest.mark.parametrize("where", ["query", "body"])
+def test_entry_of_a_read_redacts_the_secret_key_parameter(
+    http: httpx.Client, api_key: str, where: str
+) -> None:
+    secret = "secret-as-a-parameter"
+    parameters = {"api_key": api_key, "secret_key": secret, "user_ids": "u"}
+    if where == "query":
+        response = http.get(READ, params=parameters)
+    else:
+        response = http.request("GET", READ, content=urlencode(parameters).encode())
+    assert response.status_code == 200, response.text
+
+    [entry] = journal(http)
+    assert "secret_key=[redacted]" in entry[where]
+    assert secret not in json.dumps(entry)
+
+
 def test_unknown_amplitude_side_paths_are_journaled(http: httpx.Client) -> None:
     assert http.get("/nowhere").status_code == 404
     [entry] = journal(http)
