@@ -239,7 +239,7 @@ class EmulatorServer:
         backend = control.backend
         control.reset()
         control.snapshots.clear()
-        control.journal.capacity = self.settings.journal_size
+        control.journal.resize(self.settings.journal_size)
         if backend.tenancy is not self._tenancy:
             backend.tenancy = self._tenancy
         for name in _LIMIT_NAMES:
