@@ -23,10 +23,12 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal
 from urllib.parse import unquote_plus, urlencode
 
 import httpx
+
+from emulator.control.journal import JournalEntry
 
 __all__ = [
     "ClockControl",
@@ -71,26 +73,6 @@ class EmulatorError(Exception):
             _body_of(response),
             response.headers.get(HINT_HEADER),
         )
-
-
-class JournalEntry(TypedDict):
-    """One Amplitude-facing request as the journal (GET /_emulator/requests) records it."""
-
-    id: int
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: str
-    body_truncated: bool
-    status: int
-    response_body: Any
-    hint: str | None
-    api_key: str | None
-    org: str | None
-    fault: int | None
-    started_at: float
-    duration_ms: float
 
 
 def _body_of(response: httpx.Response) -> Any:

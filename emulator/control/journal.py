@@ -12,15 +12,16 @@ import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
 REDACTED = "[redacted]"
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
-@dataclass(slots=True)
-class JournalEntry:
+class JournalEntry(TypedDict):
+    """One Amplitude-facing request and its answer, as GET /_emulator/requests returns it."""
+
     id: int
     method: str
     path: str
@@ -36,9 +37,6 @@ class JournalEntry:
     fault: int | None  # id of the fault rule that answered, if one did
     started_at: float  # emulator clock, epoch seconds
     duration_ms: float
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 _SECRET_PARAMETER = re.compile(r"(?i)((?:^|&)secret_key=)[^&]*")
@@ -82,12 +80,12 @@ class JournalFilter:
 
     def matches(self, entry: JournalEntry) -> bool:
         return (
-            (self.path is None or entry.path == self.path)
-            and (self.method is None or entry.method == self.method.upper())
-            and (self.status is None or entry.status == self.status)
-            and (self.api_key is None or entry.api_key == self.api_key)
-            and (self.org is None or entry.org == self.org)
-            and (self.since is None or entry.started_at >= self.since)
+            (self.path is None or entry["path"] == self.path)
+            and (self.method is None or entry["method"] == self.method.upper())
+            and (self.status is None or entry["status"] == self.status)
+            and (self.api_key is None or entry["api_key"] == self.api_key)
+            and (self.org is None or entry["org"] == self.org)
+            and (self.since is None or entry["started_at"] >= self.since)
         )
 
 
@@ -128,7 +126,7 @@ class Journal:
             if org is None:
                 self._entries.clear()
             else:
-                self._entries = deque(entry for entry in self._entries if entry.org != org)
+                self._entries = deque(entry for entry in self._entries if entry["org"] != org)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -198,7 +198,7 @@ def _journal_filter(request: Request) -> JournalFilter:
 @router.get("/requests")
 async def list_requests(request: Request) -> Response:
     entries = _control(request).journal.entries(_journal_filter(request))
-    return json_response({"requests": [entry.to_json() for entry in entries]})
+    return json_response({"requests": entries})
 
 
 @router.delete("/requests")
