@@ -11,6 +11,8 @@ FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY emulator ./emulator
+# The published OpenAPI document; the wheel carries it inside the package (pyproject.toml).
+COPY openapi/openapi.yaml ./openapi/
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
 
 # Final stage: the wheel and its dependencies (all published as wheels), no build tools.

@@ -8,14 +8,19 @@ a batch, checking the rate window and committing happen as one step.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from emulator.clock import Clock
+from emulator.domain import ingest
+from emulator.domain.events import MAX_TIME_MS, Event, Identification
 from emulator.domain.mapping import InvalidMapping, plan_batch
 from emulator.domain.model import MappingOp, OrgGraph, UserMappings
 from emulator.domain.ratelimit import SlidingWindowLimiter
+from emulator.domain.throttle import EventThrottle, Throttled
 from emulator.settings import Settings
 from emulator.storage import MappingStore
+from emulator.storage.events import EventReader, EventStore
 from emulator.tenancy import Tenancy
 
 
@@ -27,6 +32,14 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+class EventsThrottled(Exception):
+    """Some users or devices of the request are over their events-per-second limit."""
+
+    def __init__(self, throttled: Throttled) -> None:
+        super().__init__(f"throttled; retry after {throttled.retry_after} s")
+        self.throttled = throttled
+
+
 class Backend:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -35,6 +48,8 @@ class Backend:
         self.tenancy = Tenancy(settings.orgs)
         self.store = MappingStore(settings.database_url)
         self.limiter = SlidingWindowLimiter()
+        self.events = EventStore(self.store.engine)
+        self.event_throttle = EventThrottle()
         self._lock = threading.Lock()
 
     def map_batch(
@@ -63,6 +78,63 @@ class Backend:
                     raise RateLimited(retry_after)
                 transaction.apply(plan, self.settings.amplitude_id_base)
             self.limiter.record(org, now, plan.object_count)
+            if self.limits.rate_limit is None:
+                # Nothing ages the window while the limit is off (`--rate-limit off`): age it
+                # here, or it grows by one entry per request for as long as the server runs.
+                self.limiter.count(org, now, window_seconds=self.limits.rate_window_seconds)
+
+    def ingest(self, org: str, project: str, events: Sequence[Event], *, eps: int | None) -> int:
+        """Accept a valid request's events, all in one transaction, unless a user or device is
+        over `eps` (EventsThrottled: nothing written or counted). Returns the server upload
+        time in ms."""
+        ids = [(event.user_id, event.device_id) for event in events]
+        with self._lock:
+            now = self.clock.now()
+            self._check_throttle(org, project, ids, now, eps)
+            # A clock set beyond what event times may be (year 9999) stamps the latest valid time.
+            now_ms = min(max(round(now * 1000), 0), MAX_TIME_MS)
+            with self.events.write(org) as transaction:
+                ingest.ingest(
+                    transaction,
+                    project,
+                    events,
+                    now_ms=now_ms,
+                    amplitude_id_base=self.settings.amplitude_id_base,
+                )
+            self.event_throttle.record(org, project, ids, now)
+        return now_ms
+
+    def identify(self, org: str, project: str, identifications: Sequence[Identification]) -> None:
+        """The Identify API: throttled like HTTP V2, applied in one transaction."""
+        ids = [(item.user_id, item.device_id) for item in identifications]
+        with self._lock:
+            now = self.clock.now()
+            self._check_throttle(org, project, ids, now, self.limits.event_eps)
+            with self.events.write(org) as transaction:
+                ingest.identify(
+                    transaction, identifications, amplitude_id_base=self.settings.amplitude_id_base
+                )
+            self.event_throttle.record(org, project, ids, now)
+
+    def _check_throttle(
+        self,
+        org: str,
+        project: str,
+        ids: Sequence[tuple[str | None, str | None]],
+        now: float,
+        eps: int | None,
+    ) -> None:
+        throttled = self.event_throttle.check(
+            org, project, ids, now, eps=eps, window_seconds=self.limits.event_rate_window_seconds
+        )
+        if throttled is not None:
+            raise EventsThrottled(throttled)
+
+    @contextmanager
+    def read_events(self, org: str) -> Iterator[EventReader]:
+        """Read one org's events and identities, consistent with the writes (under the lock)."""
+        with self._lock, self.events.read(org) as reader:
+            yield reader
 
     def read(self, org: str, user_ids: Sequence[str]) -> dict[str, UserMappings]:
         with self._lock:
@@ -77,18 +149,24 @@ class Backend:
             return self.store.counts()
 
     def replace_all(self, graphs: dict[str, OrgGraph], tenancy: Tenancy | None = None) -> None:
-        """Replace every org's graph (and the tenancy, if given); rate windows start empty."""
+        """Replace every org's graph (and the tenancy, if given); rate windows start empty.
+        Events, device profiles and user properties are not in a graph: they are forgotten."""
         with self._lock:
+            self.events.clear()
             self.store.replace_all(graphs)
             self.limiter.clear()
+            self.event_throttle.clear()
             if tenancy is not None:
                 self.tenancy = tenancy
 
     def reset(self, org: str | None = None) -> None:
-        """Forget mappings, amplitude ids and rate windows (of one org, or all, with the clock)."""
+        """Forget mappings, amplitude ids, events, user properties and rate windows (of one
+        org, or all, with the clock)."""
         with self._lock:
+            self.events.clear(org)
             self.store.clear(org)
             self.limiter.clear(org)
+            self.event_throttle.clear(org)
             if org is None:
                 self.clock.reset()
 

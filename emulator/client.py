@@ -117,7 +117,9 @@ class ClockControl:
 class EmulatorClient:
     """A running emulator at `base_url`; `api_key`/`secret_key` are used unless a call names others.
 
-    `admin_token` is needed when the emulator was started with --admin-token.
+    `admin_token` is needed when the emulator was started with --admin-token. `usermap_url` and
+    `read_url` default to Amplitude's two paths under `base_url`; other (absolute) URLs send those
+    calls elsewhere, e.g. to Amplitude's own hosts (the pytest plugin's parity mode).
     """
 
     def __init__(
@@ -128,13 +130,15 @@ class EmulatorClient:
         secret_key: str,
         admin_token: str | None = None,
         timeout: float = 10.0,
+        usermap_url: str | None = None,
+        read_url: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.secret_key = secret_key
         self.admin_token = admin_token
-        self.usermap_url = self.base_url + USERMAP_PATH
-        self.read_url = self.base_url + READ_PATH
+        self.usermap_url = usermap_url or self.base_url + USERMAP_PATH
+        self.read_url = read_url or self.base_url + READ_PATH
         self.clock = ClockControl(self)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
         self._control_headers = (
@@ -330,7 +334,7 @@ class EmulatorClient:
     def usermap(self, mapping: Any, *, api_key: str | None = None) -> httpx.Response:
         """POST /usermap with a form body as Segment sends it; the raw answer, never raises."""
         return self._http.post(
-            USERMAP_PATH,
+            self.usermap_url,
             content=urlencode(
                 {
                     "api_key": self.api_key if api_key is None else api_key,
@@ -345,7 +349,7 @@ class EmulatorClient:
     ) -> httpx.Response:
         """GET /api/2/usermap with HTTP Basic auth; the raw answer, never raises."""
         return self._http.get(
-            READ_PATH,
+            self.read_url,
             params={"user_ids": list(user_ids)},
             auth=(
                 self.api_key if api_key is None else api_key,

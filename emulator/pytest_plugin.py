@@ -18,6 +18,13 @@ into tests.
 
 The marker `@pytest.mark.amplitude_emulator(rate_limit=2, max_batch=1, ...)` sets run-time limits
 (the fields of GET /_emulator/config) for one test.
+
+Parity mode: `--amplitude-live --amplitude-api-key K --amplitude-secret-key S [--amplitude-region
+eu]` points the `amplitude_emulator` handle at Amplitude's real hosts with those keys instead of
+starting an emulator, so the same tests show where the emulator differs from the service. Only
+tests marked `@pytest.mark.parity` run then (`pytest -m parity --amplitude-live ...`); whatever
+needs the emulator itself (the server fixture, the control API: journal, clock, faults, state,
+assertion helpers; limits set by the marker) skips with the reason.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import dataclasses
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -35,7 +42,7 @@ import pytest
 
 from emulator.client import EmulatorClient
 from emulator.settings import OPTIONS, Limits, Option, Settings, build_settings
-from emulator.tenancy import ConfigError
+from emulator.tenancy import ConfigError, Region
 
 if TYPE_CHECKING:
     from emulator.control.service import Control
@@ -43,10 +50,12 @@ if TYPE_CHECKING:
     from emulator.tenancy import Tenancy
 
 __all__ = [
+    "AMPLITUDE_ENDPOINTS",
     "DEFAULT_API_KEY",
     "DEFAULT_SECRET_KEY",
     "EmulatorServer",
     "EmulatorStartError",
+    "LiveAmplitude",
     "start_server",
 ]
 
@@ -55,7 +64,18 @@ DEFAULT_API_KEY: Final = "test-api-key"
 DEFAULT_SECRET_KEY: Final = "test-secret-key"
 DEFAULT_START_TIMEOUT: Final = 10.0
 MARKER: Final = "amplitude_emulator"
+PARITY_MARKER: Final = "parity"
 _PATH_OPTIONS: Final = frozenset({"config", "seed"})
+# Amplitude's real endpoints per region: (usermap_url, read_url) [spec section 1].
+AMPLITUDE_ENDPOINTS: Final = {
+    Region.US: ("https://api.amplitude.com/usermap", "https://amplitude.com/api/2/usermap"),
+    Region.EU: (
+        "https://api.eu.amplitude.com/usermap",
+        "https://analytics.eu.amplitude.com/api/2/usermap",
+    ),
+}
+LIVE_API_KEY_ENV: Final = "AMPLITUDE_API_KEY"
+LIVE_SECRET_KEY_ENV: Final = "AMPLITUDE_SECRET_KEY"
 _LIMIT_NAMES: Final = tuple(field.name for field in dataclasses.fields(Limits))
 
 
@@ -71,6 +91,20 @@ class PluginOptions:
 
 
 _OPTIONS_KEY = pytest.StashKey[PluginOptions]()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LiveOptions:
+    """Parity mode: where Amplitude's endpoints are and the keys of the user's own project."""
+
+    api_key: str
+    secret_key: str
+    region: Region
+    usermap_url: str
+    read_url: str
+
+
+_LIVE_KEY = pytest.StashKey[LiveOptions | None]()
 
 
 def _flag(name: str) -> str:
@@ -115,6 +149,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             help=f"{help_text} [ini: {_ini(option.name)}]",
         )
         parser.addini(_ini(option.name), help=f"amplitude emulator: {help_text}", default=None)
+    live = parser.getgroup(
+        "amplitude-live", "parity mode: the amplitude_emulator fixture against the real Amplitude"
+    )
+    live.addoption(
+        "--amplitude-live",
+        action="store_true",
+        default=False,
+        help="run the tests marked parity against Amplitude's real hosts instead of the emulator",
+    )
+    live.addoption(
+        "--amplitude-api-key",
+        metavar="KEY",
+        default=None,
+        help=f"api_key of your own (sandbox) project [default: ${LIVE_API_KEY_ENV}]",
+    )
+    live.addoption(
+        "--amplitude-secret-key",
+        metavar="SECRET",
+        default=None,
+        help=f"secret_key of that project [default: ${LIVE_SECRET_KEY_ENV}]",
+    )
+    live.addoption(
+        "--amplitude-region",
+        metavar="REGION",
+        default=None,
+        help="us (default) or eu: which of Amplitude's hosts to use",
+    )
+    live.addoption(
+        "--amplitude-live-url",
+        metavar="URL",
+        default=None,
+        help="send parity mode's requests to URL (both paths) instead of Amplitude's hosts, "
+        "e.g. a recording proxy",
+    )
 
 
 def _raw_values(config: pytest.Config) -> dict[str, tuple[str, str, Path | None]]:
@@ -176,7 +244,95 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(**limits): run-time limits of the amplitude_emulator fixture for this test "
         "(max_batch, max_request_bytes, max_target_bytes, rate_limit, rate_window_seconds)",
     )
+    config.addinivalue_line(
+        "markers",
+        f"{PARITY_MARKER}: the test makes sense against the real Amplitude too; with "
+        "--amplitude-live only these tests run, against your own project",
+    )
     config.stash[_OPTIONS_KEY] = plugin_options(config)
+    config.stash[_LIVE_KEY] = live_options(config)
+
+
+def live_options(config: pytest.Config) -> LiveOptions | None:
+    """Parity mode's options (None without --amplitude-live); pytest.UsageError when unusable."""
+    given = {
+        name: config.getoption(name)
+        for name in ("amplitude_api_key", "amplitude_secret_key", "amplitude_region")
+    }
+    live_url: str | None = config.getoption("amplitude_live_url")
+    if not config.getoption("amplitude_live"):
+        stray = [name for name, value in given.items() if value is not None]
+        if live_url is not None:
+            stray.append("amplitude_live_url")
+        if stray:
+            flags = ", ".join("--" + name.replace("_", "-") for name in stray)
+            raise pytest.UsageError(f"amplitude-emulator: {flags} need --amplitude-live")
+        return None
+    api_key = given["amplitude_api_key"] or os.environ.get(LIVE_API_KEY_ENV)
+    secret_key = given["amplitude_secret_key"] or os.environ.get(LIVE_SECRET_KEY_ENV)
+    if not api_key or not secret_key:
+        raise pytest.UsageError(
+            "amplitude-emulator: --amplitude-live needs your project's keys: "
+            f"--amplitude-api-key and --amplitude-secret-key (or ${LIVE_API_KEY_ENV} and "
+            f"${LIVE_SECRET_KEY_ENV})"
+        )
+    try:
+        region = Region((given["amplitude_region"] or "us").strip().lower())
+    except ValueError:
+        raise pytest.UsageError(
+            f"amplitude-emulator: --amplitude-region={given['amplitude_region']!r}: us or eu"
+        ) from None
+    usermap_url, read_url = AMPLITUDE_ENDPOINTS[region]
+    if live_url is not None:
+        base = live_url.rstrip("/")
+        usermap_url, read_url = base + "/usermap", base + "/api/2/usermap"
+    return LiveOptions(api_key, secret_key, region, usermap_url, read_url)
+
+
+_NEEDS_EMULATOR: Final = (
+    "needs the emulator ({what}); with --amplitude-live the tests run against Amplitude"
+)
+
+
+class LiveAmplitude(EmulatorClient):
+    """The `amplitude_emulator` handle in parity mode: Amplitude's real endpoints, your keys.
+
+    `usermap`, `read`, `map`, `unmap` and `mappings` go to Amplitude; everything that needs the
+    emulator's control API (journal, clock, faults, state, snapshots, config, the assertion
+    helpers) skips the test, saying so.
+    """
+
+    def __init__(self, options: LiveOptions, *, timeout: float = 30.0) -> None:
+        origin = "/".join(options.usermap_url.split("/", 3)[:3])
+        super().__init__(
+            origin,
+            api_key=options.api_key,
+            secret_key=options.secret_key,
+            timeout=timeout,
+            usermap_url=options.usermap_url,
+            read_url=options.read_url,
+        )
+        self.region = options.region
+
+    def __repr__(self) -> str:
+        return f"LiveAmplitude({self.usermap_url!r}, {self.read_url!r})"
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str | int | float] | None = None,
+    ) -> Any:
+        del json, params  # nothing is sent
+        pytest.skip(_NEEDS_EMULATOR.format(what=f"its control API: {method} /_emulator{path}"))
+
+    def health(self) -> bool:
+        pytest.skip(_NEEDS_EMULATOR.format(what="its control API: GET /_emulator/health"))
+
+    def ready(self) -> bool:
+        pytest.skip(_NEEDS_EMULATOR.format(what="its control API: GET /_emulator/ready"))
 
 
 def handle_keys(settings: Settings, explicit: tuple[str, str] | None = None) -> tuple[str, str]:
@@ -305,6 +461,8 @@ def amplitude_emulator_server(
     pytestconfig: pytest.Config, amplitude_emulator_settings: Settings
 ) -> Iterator[EmulatorServer]:
     """One emulator for the session (per xdist worker), on a free port unless told otherwise."""
+    if pytestconfig.stash[_LIVE_KEY] is not None:
+        pytest.skip(_NEEDS_EMULATOR.format(what="the amplitude_emulator_server fixture"))
     options = pytestconfig.stash[_OPTIONS_KEY]
     failure: EmulatorStartError | None = None
     try:
@@ -323,15 +481,40 @@ def amplitude_emulator_server(
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def _amplitude_live(pytestconfig: pytest.Config) -> Iterator[LiveAmplitude | None]:
+    """Parity mode's handle for the session (None when the emulator is used)."""
+    options = pytestconfig.stash[_LIVE_KEY]
+    if options is None:
+        yield None
+        return
+    live = LiveAmplitude(options)
+    try:
+        yield live
+    finally:
+        live.close()
+
+
 @pytest.fixture
 def amplitude_emulator(
-    request: pytest.FixtureRequest, amplitude_emulator_server: EmulatorServer
+    request: pytest.FixtureRequest, _amplitude_live: LiveAmplitude | None
 ) -> EmulatorClient:
-    """The session's emulator, reset for this test: an EmulatorClient of it."""
+    """The session's emulator, reset for this test: an EmulatorClient of it (in parity mode,
+    a LiveAmplitude handle on Amplitude's real endpoints)."""
     marker = request.node.get_closest_marker(MARKER)
     limits = {} if marker is None else dict(marker.kwargs)
     if marker is not None and marker.args:
         pytest.fail(f"@pytest.mark.{MARKER} takes keyword arguments only", pytrace=False)
+    if _amplitude_live is not None:
+        if request.node.get_closest_marker(PARITY_MARKER) is None:
+            pytest.skip(
+                f"not marked @pytest.mark.{PARITY_MARKER}: with --amplitude-live only parity "
+                "tests run, against Amplitude"
+            )
+        if limits:
+            pytest.skip(_NEEDS_EMULATOR.format(what=f"@pytest.mark.{MARKER} sets its limits"))
+        return _amplitude_live
+    amplitude_emulator_server: EmulatorServer = request.getfixturevalue("amplitude_emulator_server")
     try:
         amplitude_emulator_server.reset(**limits)
     except TypeError as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,13 @@ class Limits:
     max_target_bytes: int = 8192  # path plus query string
     rate_limit: int | None = 1500  # mapping objects per org per window; None: off
     rate_window_seconds: float = 30.0
+    body_timeout_seconds: float = 30.0  # to receive a request body; 408 after
+    # Events (HTTP V2, Batch, Identify): Amplitude's documented limits.
+    max_events: int = 2000  # events per /2/httpapi request, identifications per /identify
+    batch_max_request_bytes: int = 20 * 1024 * 1024  # /batch body: "must not exceed 20MB"
+    event_eps: int | None = 30  # events per second per user or device on /2/httpapi, /identify
+    batch_event_eps: int | None = 1000  # the same on /batch
+    event_rate_window_seconds: float = 30.0  # the window those rates are averaged over
 
     @property
     def eps_threshold(self) -> int:
@@ -40,6 +48,14 @@ class Limits:
         if self.rate_limit is None:
             return 0
         return round(self.rate_limit / self.rate_window_seconds)
+
+
+class ValidationMode(StrEnum):
+    """--validate-responses: check each response against openapi/openapi.yaml (contract.py)."""
+
+    OFF = "off"
+    LOG = "log"  # log each violation and keep it for GET /_emulator/violations
+    STRICT = "strict"  # as log, and answer 500 naming the violations instead
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +70,7 @@ class Settings:
     admin_token: str | None = None  # required by the control API when set
     seed: Path | None = None  # a state document (GET /_emulator/state) loaded at start
     journal_size: int = 1000  # request journal entries kept
+    validate_responses: ValidationMode = ValidationMode.OFF
 
 
 def _positive_int(text: str) -> int:
@@ -83,6 +100,10 @@ def _rate_limit(text: str) -> int | None:
 
 def _region(text: str) -> Region:
     return Region(text.strip().lower())
+
+
+def _validation_mode(text: str) -> ValidationMode:
+    return ValidationMode(text.strip().lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +147,42 @@ OPTIONS: tuple[Option, ...] = (
         "N",
     ),
     Option("rate_window", _positive_float, "rate window in seconds (default 30)", "SECONDS"),
+    Option(
+        "body_timeout",
+        _positive_float,
+        "seconds a client may take to send a request body; 408 after (default 30)",
+        "SECONDS",
+    ),
     Option("max_batch", _positive_int, "mapping objects per request (default 2000)", "N"),
     Option(
         "max_request_bytes", _positive_int, "bytes of query plus body (default 1048576)", "BYTES"
     ),
     Option("max_target_bytes", _positive_int, "bytes of path plus query (default 8192)", "BYTES"),
+    Option("max_events", _positive_int, "events per /2/httpapi request (default 2000)", "N"),
+    Option(
+        "batch_max_request_bytes",
+        _positive_int,
+        "bytes of a /batch body (default 20971520)",
+        "BYTES",
+    ),
+    Option(
+        "event_eps",
+        _rate_limit,
+        "events per second per user or device on /2/httpapi and /identify, or 'off' (default 30)",
+        "N",
+    ),
+    Option(
+        "batch_event_eps",
+        _rate_limit,
+        "events per second per user or device on /batch, or 'off' (default 1000)",
+        "N",
+    ),
+    Option(
+        "event_rate_window",
+        _positive_float,
+        "window in seconds the event rates are averaged over (default 30)",
+        "SECONDS",
+    ),
     Option(
         "amplitude_id_base", _non_negative_int, "first amplitude_id of each org (default 1)", "N"
     ),
@@ -138,6 +190,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("admin_token", str, "require 'Authorization: Bearer TOKEN' on /_emulator", "TOKEN"),
     Option("seed", Path, "state file (as GET /_emulator/state returns) loaded at start", "FILE"),
     Option("journal_size", _non_negative_int, "request journal entries kept (default 1000)", "N"),
+    Option(
+        "validate_responses",
+        _validation_mode,
+        "check every response against the OpenAPI document: off, log (log and keep violations "
+        "at /_emulator/violations) or strict (also answer 500 instead) (default off)",
+        "MODE",
+    ),
 )
 
 
@@ -180,6 +239,16 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
         max_target_bytes=values.get("max_target_bytes", default_limits.max_target_bytes),
         rate_limit=values.get("rate_limit", default_limits.rate_limit),
         rate_window_seconds=values.get("rate_window", default_limits.rate_window_seconds),
+        body_timeout_seconds=values.get("body_timeout", default_limits.body_timeout_seconds),
+        max_events=values.get("max_events", default_limits.max_events),
+        batch_max_request_bytes=values.get(
+            "batch_max_request_bytes", default_limits.batch_max_request_bytes
+        ),
+        event_eps=values.get("event_eps", default_limits.event_eps),
+        batch_event_eps=values.get("batch_event_eps", default_limits.batch_event_eps),
+        event_rate_window_seconds=values.get(
+            "event_rate_window", default_limits.event_rate_window_seconds
+        ),
     )
     return Settings(
         host=values.get("host", defaults.host),
@@ -192,6 +261,7 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
         admin_token=values.get("admin_token", defaults.admin_token),
         seed=values.get("seed", defaults.seed),
         journal_size=values.get("journal_size", defaults.journal_size),
+        validate_responses=values.get("validate_responses", defaults.validate_responses),
     )
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from emulator.domain.model import is_text
+
 
 class Region(StrEnum):
     US = "us"
@@ -144,9 +146,12 @@ def orgs_from_document(document: object, *, source: str) -> list[Org]:
                 region = Region(str(region_text).lower())
             except ValueError:
                 raise ConfigError(f"{project_where}: region must be 'us' or 'eu'") from None
+            name = table.get("name") or f"project-{project_number}"
+            if not is_text(name):
+                raise ConfigError(f"{project_where}: name must be a string")
             projects.append(
                 Project(
-                    name=table.get("name") or f"project-{project_number}",
+                    name=name,
                     org=org_name,
                     api_key=_api_key(table, project_where),
                     secret_key=_text(table, "secret_key", project_where),
@@ -183,6 +188,7 @@ def _api_key(table: Mapping[str, object], where: str) -> str:
 
 def _text(table: Mapping[str, object], key: str, where: str) -> str:
     value = table.get(key)
-    if not isinstance(value, str) or not value:
+    if not is_text(value) or not value:
         raise ConfigError(f"{where}: {key} must be a non-empty string")
+    assert isinstance(value, str)
     return value

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from emulator import __version__
+from tests.conftest import contract_environment
 
 ENV_PREFIX = "AMPLITUDE_EMULATOR_"
 LISTENING = re.compile(r"amplitude-emulator listening on (http://127\.0\.0\.1:(\d+))")
@@ -52,8 +53,10 @@ def console_script() -> list[str]:
 
 
 def environment(**variables: str) -> dict[str, str]:
-    """This process's environment without any AMPLITUDE_EMULATOR_* setting, plus `variables`."""
+    """This process's environment without any AMPLITUDE_EMULATOR_* setting, plus `variables`
+    (and response validation, as for every emulator of this suite)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
+    env.update(contract_environment())
     env.update({ENV_PREFIX + name: value for name, value in variables.items()})
     return env
 

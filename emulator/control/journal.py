@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
+from urllib.parse import unquote_plus
 
 REDACTED = "[redacted]"
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -39,12 +40,25 @@ class JournalEntry(TypedDict):
     duration_ms: float
 
 
-_SECRET_PARAMETER = re.compile(r"(?i)((?:^|&)secret_key=)[^&]*")
+_SECRET_PARAMETER = "secret_key"
+# A multipart part named secret_key: its header lines, then its value, up to the next boundary
+# line or the end of what was kept.
+_SECRET_PART = re.compile(
+    r'(?im)(^content-disposition:[^\r\n]*;[ \t]*name[ \t]*=[ \t]*"?secret_key"?[ \t]*(?:;[^\r\n]*)?'
+    r"\r?\n"
+    r"(?:[^\r\n]+\r?\n)*?\r?\n)(?s:.*?)(?=\r?\n--|\Z)"
+)
 
 
-def redact_parameters(urlencoded: str) -> str:
-    """Hide `secret_key` values (the read API's credentials as parameters)."""
-    return _SECRET_PARAMETER.sub(rf"\g<1>{REDACTED}", urlencoded)
+def redact_parameters(text: str) -> str:
+    """Hide `secret_key` values (the read API's credentials as parameters) in a query string or
+    a body: urlencoded fields whose name decodes to it (`secret%5Fkey` too), multipart parts."""
+    fields = text.split("&")
+    for index, text_field in enumerate(fields):
+        name, equals, _ = text_field.partition("=")
+        if equals and unquote_plus(name).strip().lower() == _SECRET_PARAMETER:
+            fields[index] = f"{name}={REDACTED}"
+    return _SECRET_PART.sub(rf"\g<1>{REDACTED}", "&".join(fields))
 
 
 def redact_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:

@@ -20,6 +20,7 @@ from emulator.control.journal import (
     redact_headers,
     redact_parameters,
 )
+from emulator.openapi import DOCUMENT_PATHS
 from emulator.wire.params import parse_urlencoded
 from emulator.wire.responses import HINT_HEADER, header_safe
 
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from emulator.control.service import Control
 
 DropConnection = Callable[[Scope], bool]
+# Set in the scope of a request a fault rule answers (or drops): its answer is the rule's, not
+# the emulator's, so response validation (emulator.contract) leaves it alone.
+FAULT_SCOPE_KEY = "emulator.fault"
+_HINT_NAME = HINT_HEADER.lower().encode("latin-1")
 
 
 class ConnectionDropped(Exception):
@@ -40,7 +45,11 @@ class ControlMiddleware:
         self.control = control
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(CONTROL_PREFIX):
+        if (
+            scope["type"] != "http"
+            or scope["path"].startswith(CONTROL_PREFIX)
+            or scope["path"] in DOCUMENT_PATHS
+        ):
             await self.app(scope, receive, send)
             return
         control = self.control
@@ -80,27 +89,32 @@ class ControlMiddleware:
             if recorded:
                 return
             recorded = True
+            if control.journal.capacity <= 0:
+                # A journal of size 0 keeps nothing: skip the formatting, keep the numbering.
+                control.journal.next_id()
+                return
             state = scope.get("state") or {}
             api_key = state.get("api_key", peeked_api_key)
             if api_key is None and fault is not None:
                 # The app never saw a faulted request: name its key from what the journal read.
                 api_key = _api_key_of(scope, bytes(request_body))
-            headers = {
-                name.decode("latin-1").lower(): value.decode("latin-1")
-                for name, value in response_headers
-            }
+            hint = None
+            for name, value in response_headers:
+                if name.lower() == _HINT_NAME:
+                    hint = value.decode("latin-1")
+            query_string = scope.get("query_string", b"")
             control.journal.add(
                 JournalEntry(
                     id=control.journal.next_id(),
                     method=scope["method"],
                     path=scope["path"],
-                    query=redact_parameters(scope.get("query_string", b"").decode("latin-1")),
+                    query=redact_parameters(query_string.decode("latin-1")) if query_string else "",
                     headers=redact_headers(scope.get("headers", [])),
                     body=redact_parameters(request_body.decode("utf-8", "replace")),
                     body_truncated=request_truncated,
                     status=status,
                     response_body=decode_body(bytes(response_body)),
-                    hint=headers.get(HINT_HEADER.lower()),
+                    hint=hint,
                     api_key=api_key,
                     org=state.get("org"),
                     fault=None if fault is None else fault.id,
@@ -135,6 +149,7 @@ class ControlMiddleware:
         if fault.latency_ms:
             await asyncio.sleep(fault.latency_ms / 1000)
         if fault.drop or fault.status is not None:
+            scope[FAULT_SCOPE_KEY] = fault.id
             # The app never reads this request: read its body (up to the journal's bound) so
             # the journal shows what the client sent.
             await _read_body(receive, self.control.journal.body_limit)
@@ -230,7 +245,8 @@ async def _peek_api_key(
 
 
 def _api_key_of(scope: Scope, body: bytes) -> str | None:
-    """The api_key a request names: Basic auth user, else body, else query parameter."""
+    """The api_key a request names: Basic auth user, else body (JSON or form), else query
+    parameter."""
     import base64
 
     for name, value in scope.get("headers", []):
@@ -239,6 +255,14 @@ def _api_key_of(scope: Scope, body: bytes) -> str | None:
                 return base64.b64decode(value[6:].strip()).decode("utf-8").split(":", 1)[0]
             except ValueError:
                 return None
+    if body.lstrip()[:1] == b"{":  # the JSON bodies of /2/httpapi and /batch
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            document = None
+        if isinstance(document, dict):
+            api_key = document.get("api_key")
+            return api_key if isinstance(api_key, str) and api_key else None
     pairs: list[tuple[str, str]] = [
         *parse_urlencoded(body),
         *parse_urlencoded(scope.get("query_string", b"")),

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from emulator.contract import ViolationLog
 from emulator.control import CONTROL_PREFIX
 from emulator.control.faults import InvalidFaultRule
 from emulator.control.journal import JournalFilter
@@ -94,6 +95,8 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
     ("DELETE", "/_emulator/faults/{rule_id}", "remove one fault rule"),
     ("GET", "/_emulator/config", "runtime limits"),
     ("PATCH", "/_emulator/config", "change runtime limits"),
+    ("GET", "/_emulator/violations", "responses that broke the OpenAPI document"),
+    ("DELETE", "/_emulator/violations", "forget them"),
 )
 
 
@@ -116,7 +119,8 @@ async def index(request: Request) -> Response:
         "<h2>Control API</h2><table><tr><th>method</th><th>path</th><th>what</th></tr>"
         f"{rows}</table>"
         "<p>Amplitude's paths: <code>POST/GET /usermap</code>, "
-        "<code>GET /api/2/usermap</code>.</p></body></html>"
+        "<code>GET /api/2/usermap</code>. The contract: <a href='/openapi.yaml'>/openapi.yaml</a>"
+        " (<a href='/docs'>interactive docs</a>).</p></body></html>"
     )
     return HTMLResponse(page)
 
@@ -281,6 +285,11 @@ _LIMIT_FIELDS = {
     "max_target_bytes": "positive",
     "rate_limit": "positive or null",
     "rate_window_seconds": "positive number",
+    "max_events": "positive",
+    "batch_max_request_bytes": "positive",
+    "event_eps": "positive or null",
+    "batch_event_eps": "positive or null",
+    "event_rate_window_seconds": "positive number",
 }
 
 
@@ -306,9 +315,9 @@ async def patch_config(request: Request) -> Response:
         raise _refuse(400, f"The body is an object with some of: {', '.join(sorted(allowed))}.")
     for name, value in document.items():
         number_ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if name == "rate_limit" and value is None:
+        if _LIMIT_FIELDS.get(name) == "positive or null" and value is None:
             continue
-        if name == "rate_window_seconds":
+        if _LIMIT_FIELDS.get(name) == "positive number":
             valid = number_ok and math.isfinite(value) and value > 0
         elif name == "journal_size":
             valid = isinstance(value, int) and not isinstance(value, bool) and value >= 0
@@ -324,3 +333,20 @@ async def patch_config(request: Request) -> Response:
                 control.backend.limits, name, float(value) if name.endswith("seconds") else value
             )
     return json_response(_config_json(control))
+
+
+def _violations(request: Request) -> ViolationLog:
+    violations: ViolationLog = request.app.state.violations
+    return violations
+
+
+@router.get("/violations")
+async def list_violations(request: Request) -> Response:
+    return json_response(_violations(request).to_json())
+
+
+@router.delete("/violations")
+async def clear_violations(request: Request) -> Response:
+    violations = _violations(request)
+    violations.clear()
+    return json_response(violations.to_json())

@@ -13,13 +13,15 @@ from emulator.backend import Backend
 from emulator.control.faults import Faults
 from emulator.control.journal import Journal
 from emulator.control.middleware import DropConnection
-from emulator.domain.model import OrgGraph
+from emulator.domain.model import OrgGraph, is_text
 from emulator.domain.seed import InvalidOrgGraph, complete_org_graph
 from emulator.tenancy import ConfigError, Tenancy, orgs_from_document
 
 logger = logging.getLogger("emulator")
 
 STATE_VERSION = 1
+# Amplitude ids in state documents: whole numbers JSON clients (JavaScript too) read exactly.
+MAX_AMPLITUDE_ID = 2**53 - 1
 
 
 class InvalidState(ValueError):
@@ -83,7 +85,7 @@ class Control:
         graphs: dict[str, OrgGraph] = {}
         base = self.backend.settings.amplitude_id_base
         for number, org in enumerate(document.get("orgs", []), start=1):
-            if not isinstance(org, Mapping) or not isinstance(org.get("name"), str):
+            if not isinstance(org, Mapping) or not is_text(org.get("name")):
                 raise InvalidState(f"org {number} needs a name")
             if org["name"] in graphs:
                 raise InvalidState(f"org {org['name']!r} appears twice")
@@ -91,8 +93,8 @@ class Control:
             mappings = org.get("mappings", {})
             if not _is_map_of(ids, int) or not _is_map_of(mappings, str):
                 raise InvalidState(
-                    f"org {org['name']!r}: amplitude_ids maps user ids to integers and "
-                    "mappings maps user ids to global user ids"
+                    f"org {org['name']!r}: amplitude_ids maps user ids to integers from 0 to "
+                    f"{MAX_AMPLITUDE_ID} and mappings maps user ids to global user ids"
                 )
             try:
                 graphs[org["name"]] = complete_org_graph(org["name"], ids, mappings, base)
@@ -141,10 +143,11 @@ def _org_json(name: str, graph: OrgGraph, projects: list[dict[str, Any]]) -> dic
 
 def _is_map_of(value: object, kind: type) -> bool:
     return isinstance(value, Mapping) and all(
-        isinstance(key, str)
+        is_text(key)
         and key
         and isinstance(item, kind)
         and not isinstance(item, bool)
-        and (kind is not str or item)
+        and (kind is not str or (is_text(item) and item))
+        and (not isinstance(item, int) or 0 <= item <= MAX_AMPLITUDE_ID)
         for key, item in value.items()
     )

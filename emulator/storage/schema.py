@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
 
 metadata = MetaData()
 
@@ -24,4 +34,62 @@ mappings = Table(
     Column("user_id", String, primary_key=True),
     Column("global_user_id", String, nullable=False),
     Index("ix_mappings_org_global_user_id", "org", "global_user_id"),
+)
+
+# Events and identities (Amplitude's HTTP V2, Batch and Identify APIs) ---------------------------
+
+# Device-only profiles (events with a device_id and no user_id) get amplitude ids from the same
+# per-org counter as users; a separate table, because a device id may equal some user id.
+device_amplitude_ids = Table(
+    "device_amplitude_ids",
+    metadata,
+    Column("org", String, primary_key=True),
+    Column("device_id", String, primary_key=True),
+    Column("amplitude_id", BigInteger, nullable=False),
+    UniqueConstraint("org", "amplitude_id", name="uq_device_amplitude_ids_org_amplitude_id"),
+)
+
+# Every accepted event, as sent. `id` is the ingestion order (ties of `time` are ordered by it);
+# SQLite only autoincrements an INTEGER primary key, hence the variant.
+events = Table(
+    "events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("org", String, nullable=False),
+    Column("project", String, nullable=False),
+    Column("amplitude_id", BigInteger, nullable=False),  # of the user (or device) that fired it
+    Column("user_id", String),
+    Column("device_id", String),
+    Column("event_type", String, nullable=False),
+    Column("time", BigInteger, nullable=False),  # client event time, ms since the epoch
+    Column("server_upload_time", BigInteger, nullable=False),  # ms, the emulator clock
+    Column("insert_id", String),
+    Column("event_properties", JSON, nullable=False),
+    Column("user_properties", JSON, nullable=False),  # as sent with the event
+    Column("fields", JSON, nullable=False),  # the other documented fields, as sent
+    Index("ix_events_org_user_id", "org", "user_id"),
+    Index("ix_events_org_device_id", "org", "device_id"),
+)
+
+# insert_id de-duplication: when an insert_id was last accepted for a device (or, without a
+# device_id, a user) of a project. `scope` is "device:<id>" or "user:<id>".
+insert_ids = Table(
+    "insert_ids",
+    metadata,
+    Column("org", String, primary_key=True),
+    Column("project", String, primary_key=True),
+    Column("scope", String, primary_key=True),
+    Column("insert_id", String, primary_key=True),
+    Column("accepted_at", BigInteger, nullable=False),  # ms, the emulator clock
+)
+
+# The current user properties of each user or device profile, by its amplitude id.
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("org", String, primary_key=True),
+    Column("amplitude_id", BigInteger, primary_key=True),
+    Column("properties", JSON, nullable=False),
 )

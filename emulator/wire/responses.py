@@ -9,23 +9,25 @@ from starlette.responses import Response
 
 HINT_HEADER = "X-Emulator-Hint"
 _HINT_MAX = 400
+# json.dumps(body, ensure_ascii=False, separators=(",", ":")), without a new encoder per call.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def json_response(
     body: object, status_code: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    content = _encode_json(body).encode()
     return Response(content, status_code, headers, media_type="application/json")
 
 
 def header_safe(text: str) -> str:
     """One printable-ASCII line: header values cannot carry what users may put in ids or keys."""
     line = " ".join(text.split())
-    if len(line) > _HINT_MAX:
-        line = line[: _HINT_MAX - 3] + "..."
     ascii_line = line.encode("ascii", "backslashreplace").decode("ascii")
     # Control characters (NUL, DEL, ...) are ASCII but illegal in a header value.
-    return "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in ascii_line)
+    safe = "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in ascii_line)
+    # At most _HINT_MAX characters as sent, escapes included.
+    return safe if len(safe) <= _HINT_MAX else safe[: _HINT_MAX - 3] + "..."
 
 
 class Refusal(Exception):

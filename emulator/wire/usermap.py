@@ -37,7 +37,7 @@ async def usermap(request: Request) -> Response:
     host_region = region_of_host(request.headers.get("host"))
     project = backend.tenancy.project_for_key(api_key, host_region)
     if project is None:
-        raise invalid_api_key(api_key, _invalid_key_hint(backend, api_key, host_region))
+        raise invalid_api_key(api_key, invalid_key_hint(backend, api_key, host_region))
 
     request.state.org = project.org
     mapping = params.first("mapping")
@@ -86,7 +86,7 @@ def _invalid_mapping(error: InvalidMapping) -> Refusal:
     return Refusal(400, body, hint[:1].upper() + hint[1:] + ("" if hint.endswith(".") else "."))
 
 
-def _invalid_key_hint(backend: Backend, api_key: str, host_region: object) -> str:
+def invalid_key_hint(backend: Backend, api_key: str, host_region: object) -> str:
     if api_key in ("undefined", "null"):
         return f"The api_key is the literal string {api_key!r}: the client's key is not set."
     known = backend.tenancy.project_for_key(api_key, None)

@@ -21,6 +21,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "max_target_bytes": 8192,
     "rate_limit": 1500,
     "rate_window_seconds": 30.0,
+    "max_events": 2000,
+    "batch_max_request_bytes": 20_971_520,
+    "event_eps": 30,
+    "batch_event_eps": 1000,
+    "event_rate_window_seconds": 30.0,
     "journal_size": 1000,
 }
 

@@ -39,9 +39,9 @@ def test_config_reflects_the_settings(start_emulator: StartEmulator) -> None:
     server = start_emulator(limits=limits, journal_size=7)
     with client_for(server) as http:
         assert config(http) == {
+            **DEFAULT_CONFIG,
             "max_batch": 10,
             "max_request_bytes": 5000,
-            "max_target_bytes": 8192,
             "rate_limit": None,
             "rate_window_seconds": 5.0,
             "journal_size": 7,

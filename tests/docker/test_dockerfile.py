@@ -45,7 +45,7 @@ from emulator.settings import (
     environment_values,
     settings_from_environment,
 )
-from tests.conftest import StartEmulator
+from tests.conftest import StartEmulator, contract_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -508,8 +508,10 @@ def test_the_build_context_is_what_the_wheel_needs(context_files: list[str]) -> 
     for left_out in (".venv/", ".git/", "tests/", "docker/", ".mypy_cache/", "__pycache__/"):
         assert not any(f.startswith(left_out) or f"/{left_out}" in f for f in context_files)
     assert not any(f.endswith((".pyc", ".db")) for f in context_files)
+    assert "openapi/openapi.yaml" in context_files, "the wheel carries the OpenAPI document"
     assert all(
-        f in ("pyproject.toml", "README.md") or f.startswith("emulator/") for f in context_files
+        f in ("pyproject.toml", "README.md", "openapi/openapi.yaml") or f.startswith("emulator/")
+        for f in context_files
     )
 
 
@@ -829,7 +831,12 @@ def test_the_image_rehearsed_without_docker(
     }
     image_env["AMPLITUDE_EMULATOR_PORT"] = str(port)
     environment = subprocess_environment(
-        {**image_env, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+        {
+            **image_env,
+            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            # Strict response validation: the wheel's own document and dependencies must work.
+            **contract_environment(),
+        }
     )
     cmd = exec_form(final.last("CMD").arguments)
     executable = shutil.which(cmd[0], path=environment["PATH"])
@@ -870,6 +877,14 @@ def test_the_image_rehearsed_without_docker(
     with urllib.request.urlopen(f"{base_url}/usermap", data=form, timeout=10) as answer:
         assert json.load(answer) == {"code": 200}
     assert (data / "emulator.db").is_file(), "the database file is on the volume"
+    # The wheel carries the published contract and serves it as written, and as JSON.
+    published = (ROOT / "openapi" / "openapi.yaml").read_text(encoding="utf-8")
+    with urllib.request.urlopen(f"{base_url}/openapi.yaml", timeout=10) as answer:
+        assert answer.read().decode("utf-8") == published
+    with urllib.request.urlopen(f"{base_url}/openapi.json", timeout=10) as answer:
+        assert json.load(answer) == yaml.safe_load(published)
+    with urllib.request.urlopen(f"{base_url}/_emulator/violations", timeout=10) as answer:
+        assert json.load(answer) == {"mode": "strict", "violations": []}
 
     server.send_signal(signal.SIGTERM)  # docker stop
     server.wait(timeout=15)

@@ -1,0 +1,61 @@
+"""uvicorn's h11 protocol with a deadline for stalled clients.
+
+uvicorn times out a keep-alive connection only while no byte arrives after a response, so a
+client can hold a connection for ever: by never finishing its request head, or by trickling the
+rest of a body the app already answered (a 404, a 405, a 413 before the body). The app itself
+times out a body it is reading (408, see `emulator.wire.params.read_body`). This protocol closes
+the connection when, one body timeout after it opened or after its last response, the client
+still has not sent a whole request head, or is still sending the body of an answered request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from emulator.settings import Limits
+
+
+class StallGuardedH11Protocol(H11Protocol):
+    limits: Limits = Limits()  # set per server by `protocol_for`; read at each deadline
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stall_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._arm_stall_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_stall_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        super().connection_lost(exc)
+
+    def _arm_stall_timer(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+        self._stall_timer = self.loop.call_later(
+            self.limits.body_timeout_seconds, self._close_if_stalled
+        )
+
+    def _close_if_stalled(self) -> None:
+        self._stall_timer = None
+        ours, theirs = self.conn.our_state, self.conn.their_state
+        head_unfinished = ours is h11.IDLE and theirs is h11.IDLE
+        answered_body_unfinished = ours is h11.DONE and theirs is h11.SEND_BODY
+        if (head_unfinished or answered_body_unfinished) and not self.transport.is_closing():
+            self.transport.close()
+
+
+def protocol_for(limits: Limits) -> type[StallGuardedH11Protocol]:
+    """The protocol class for one server, reading that server's (run-time mutable) limits."""
+    return type("StallGuardedH11Protocol", (StallGuardedH11Protocol,), {"limits": limits})

@@ -1,0 +1,1 @@
+"""Tests of the published contract: the OpenAPI document, response validation, parity mode."""

@@ -1,0 +1,94 @@
+"""The store's two paths agree: SQLite through its driver (the hot path) and through SQLAlchemy
+Core (what every other database uses). Same batches in, same graph, reads and refusals out."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator.domain.mapping import MappingCycle, plan_batch
+from emulator.domain.model import Map, MappingOp, Unmap
+from emulator.storage import MappingStore
+
+# Awkward ids too: NUL, astral characters, quotes, and ones that look like numbers or JSON.
+ODD_IDS = ["a\x00b", "😀", 'q"uote', "1", "null", "[1]", "é", " "]
+
+
+def apply(store: MappingStore, org: str, ops: list[MappingOp]) -> str:
+    """Apply a batch the way Backend.map_batch does; 'ok' or the refusal's reason."""
+    try:
+        with store.write(org) as transaction:
+            plan = plan_batch(ops, transaction)
+            transaction.apply(plan, amplitude_id_base=1)
+    except MappingCycle as error:
+        return f"cycle at {error.index}"
+    return "ok"
+
+
+def random_batch(rng: random.Random, pool: list[str]) -> list[MappingOp]:
+    ops: list[MappingOp] = []
+    for _ in range(rng.randint(1, 12)):
+        user = rng.choice(pool)
+        if rng.random() < 0.2:
+            ops.append(Unmap(user))
+        else:
+            ops.append(Map(user, rng.choice(pool)))
+    return ops
+
+
+@pytest.fixture(params=["memory", "file"])
+def stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[MappingStore, MappingStore]]:
+    def url(name: str) -> str:
+        return "sqlite://" if request.param == "memory" else f"sqlite:///{tmp_path / name}.db"
+
+    driver, core = MappingStore(url("driver")), MappingStore(url("core"), sqlite_driver=False)
+    yield driver, core
+    driver.close()
+    core.close()
+
+
+def test_random_batches_give_the_same_graph(stores: tuple[MappingStore, MappingStore]) -> None:
+    driver, core = stores
+    rng = random.Random(2024)
+    pool = [f"u{number}" for number in range(25)] + ODD_IDS
+    for _ in range(300):
+        org = rng.choice(["org-a", "org-b"])
+        ops = random_batch(rng, pool)
+        assert apply(driver, org, ops) == apply(core, org, ops)
+    assert driver.dump() == core.dump()
+    assert driver.counts() == core.counts()
+    for org in ("org-a", "org-b", "org-unknown"):
+        assert driver.read(org, pool) == core.read(org, pool)
+
+
+def test_batches_and_reads_over_the_chunk_size(stores: tuple[MappingStore, MappingStore]) -> None:
+    driver, core = stores
+    # 1200 users into 3 globals: IN lists are cut into chunks, and each global has hundreds of
+    # users in mapped_from, in amplitude_id order.
+    ops: list[MappingOp] = [Map(f"user-{n}", f"global-{n % 3}") for n in range(1200)]
+    assert apply(driver, "org", ops) == apply(core, "org", ops) == "ok"
+    unmaps: list[MappingOp] = [Unmap(f"user-{n}") for n in range(0, 1200, 7)]
+    assert apply(driver, "org", unmaps) == apply(core, "org", unmaps) == "ok"
+    ids = [f"global-{n}" for n in range(3)] + [f"user-{n}" for n in range(1200)]
+    read = driver.read("org", ids)
+    assert read == core.read("org", ids)
+    mapped_from = [edge.amplitude_id for edge in read["global-0"].mapped_from]
+    assert mapped_from == sorted(mapped_from)
+    assert len(mapped_from) == len([n for n in range(0, 1200, 3) if n % 7])
+    assert driver.dump() == core.dump()
+
+
+def test_a_refused_batch_changes_nothing_on_either_path(
+    stores: tuple[MappingStore, MappingStore],
+) -> None:
+    driver, core = stores
+    for store in stores:
+        assert apply(store, "org", [Map("a", "b"), Map("b", "c")]) == "ok"
+        assert apply(store, "org", [Map("x", "y"), Map("c", "a")]) == "cycle at 1"
+    assert driver.dump() == core.dump()
+    assert "x" not in driver.dump()["org"].amplitude_ids
