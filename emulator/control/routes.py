@@ -22,6 +22,7 @@ from emulator.control.faults import InvalidFaultRule
 from emulator.control.journal import JournalFilter
 from emulator.control.service import Control, InvalidState
 from emulator.wire.responses import Refusal, json_response
+from emulator.wire.routes import AMPLITUDE_PATHS
 
 
 def _control(request: Request) -> Control:
@@ -118,8 +119,9 @@ async def index(request: Request) -> Response:
         f"<h2>State</h2><ul>{facts}</ul>"
         "<h2>Control API</h2><table><tr><th>method</th><th>path</th><th>what</th></tr>"
         f"{rows}</table>"
-        "<p>Amplitude's paths: <code>POST/GET /usermap</code>, "
-        "<code>GET /api/2/usermap</code>. The contract: <a href='/openapi.yaml'>/openapi.yaml</a>"
+        "<p>Amplitude's paths: "
+        + ", ".join(f"<code>{path}</code>" for path in AMPLITUDE_PATHS)
+        + ". The contract: <a href='/openapi.yaml'>/openapi.yaml</a>"
         " (<a href='/docs'>interactive docs</a>).</p></body></html>"
     )
     return HTMLResponse(page)

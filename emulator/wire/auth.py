@@ -1,5 +1,9 @@
-"""The Dashboard REST API's way in: HTTP Basic credentials (or api_key / secret_key parameters),
-checked before anything else, and size limits answered in that API's error shape."""
+"""Who a request is from.
+
+The ingestion APIs (/usermap, /2/httpapi, /batch, /identify) name a project by its `api_key`
+parameter, valid on hosts of its region. The Dashboard REST API takes HTTP Basic credentials (or
+api_key / secret_key parameters), checked before anything else, and answers size limits in its
+own error shape."""
 
 from __future__ import annotations
 
@@ -8,9 +12,32 @@ import base64
 from starlette.requests import Request
 
 from emulator.backend import Backend
-from emulator.tenancy import Project, region_of_host
+from emulator.tenancy import Project, Region, region_of_host
 from emulator.wire.params import RequestParams, read_params
-from emulator.wire.responses import Refusal, invalid_request, unauthorized
+from emulator.wire.responses import Refusal, invalid_api_key, invalid_request, unauthorized
+
+
+def ingestion_project(request: Request, backend: Backend, api_key: str) -> Project:
+    """The project `api_key` names on this request's host, or the invalid-key 400."""
+    request.state.api_key = api_key  # for the request journal
+    host_region = region_of_host(request.headers.get("host"))
+    project = backend.tenancy.project_for_key(api_key, host_region)
+    if project is None:
+        raise invalid_api_key(api_key, _invalid_key_hint(backend, api_key, host_region))
+    request.state.org = project.org
+    return project
+
+
+def _invalid_key_hint(backend: Backend, api_key: str, host_region: Region | None) -> str:
+    if api_key in ("undefined", "null"):
+        return f"The api_key is the literal string {api_key!r}: the client's key is not set."
+    known = backend.tenancy.project_for_key(api_key, None)
+    if known is not None and known.region is not None:
+        return (
+            f"This key belongs to a project in the {known.region.value.upper()} region, "
+            f"but the request was sent to a {str(host_region).upper()} host."
+        )
+    return "No configured project has this api_key (see the emulator's --config)."
 
 
 async def dashboard_params(request: Request, backend: Backend) -> RequestParams:

@@ -27,16 +27,14 @@ from emulator.domain.events import (
     parse_events,
     parse_identifications,
 )
-from emulator.tenancy import Project, region_of_host
+from emulator.wire.auth import ingestion_project
 from emulator.wire.params import check_target, read_body, read_params
 from emulator.wire.responses import (
     Refusal,
-    invalid_api_key,
     json_response,
     missing_field,
     payload_too_large,
 )
-from emulator.wire.usermap import invalid_key_hint
 
 # Content-Types read as JSON: Amplitude documents application/json; one real client sends its
 # JSON as text/plain, and a request without a Content-Type has nothing to contradict.
@@ -64,7 +62,7 @@ async def _upload(request: Request, *, batch: bool) -> Response:
         api_key = api_key_of(document)
         if api_key is None:
             raise missing_field("api_key", "Put api_key (a non-empty string) in the JSON body.")
-        project = _project(request, backend, api_key)
+        project = ingestion_project(request, backend, api_key)
         events = parse_events(document, max_events=None if batch else limits.max_events)
         now_ms = backend.ingest(
             project.org,
@@ -96,7 +94,7 @@ async def identify(request: Request) -> Response:
             "api_key",
             params.body_note or "Send api_key as a form field or query-string parameter.",
         )
-    project = _project(request, backend, api_key)
+    project = ingestion_project(request, backend, api_key)
     identification = params.first("identification")
     try:
         if identification is None:
@@ -150,16 +148,6 @@ def _decoded(request: Request, raw: bytes, limit: int) -> bytes:
     if not inflater.eof:
         raise NotJson("the gzip body is cut short")
     return text
-
-
-def _project(request: Request, backend: Backend, api_key: str) -> Project:
-    request.state.api_key = api_key  # for the request journal
-    host_region = region_of_host(request.headers.get("host"))
-    project = backend.tenancy.project_for_key(api_key, host_region)
-    if project is None:
-        raise invalid_api_key(api_key, invalid_key_hint(backend, api_key, host_region))
-    request.state.org = project.org
-    return project
 
 
 def _refusal(refused: UploadRefused, raw: bytes) -> Refusal:

@@ -13,11 +13,10 @@ from emulator.domain.mapping import (
     TooManyMappings,
     parse_mapping,
 )
-from emulator.tenancy import region_of_host
+from emulator.wire.auth import ingestion_project
 from emulator.wire.params import read_params
 from emulator.wire.responses import (
     Refusal,
-    invalid_api_key,
     json_response,
     missing_field,
     payload_too_large,
@@ -33,13 +32,7 @@ async def usermap(request: Request) -> Response:
     api_key = params.first("api_key")
     if api_key is None:
         raise missing_field("api_key", params.body_note or _MISSING_HINT.format(name="api_key"))
-    request.state.api_key = api_key  # for the request journal
-    host_region = region_of_host(request.headers.get("host"))
-    project = backend.tenancy.project_for_key(api_key, host_region)
-    if project is None:
-        raise invalid_api_key(api_key, invalid_key_hint(backend, api_key, host_region))
-
-    request.state.org = project.org
+    project = ingestion_project(request, backend, api_key)
     mapping = params.first("mapping")
     if mapping is None:
         raise missing_field("mapping", params.body_note or _MISSING_HINT.format(name="mapping"))
@@ -84,15 +77,3 @@ def _invalid_mapping(error: InvalidMapping) -> Refusal:
     if isinstance(error, MappingCycle):
         hint += "; cycles are refused and the whole batch is rejected."
     return Refusal(400, body, hint[:1].upper() + hint[1:] + ("" if hint.endswith(".") else "."))
-
-
-def invalid_key_hint(backend: Backend, api_key: str, host_region: object) -> str:
-    if api_key in ("undefined", "null"):
-        return f"The api_key is the literal string {api_key!r}: the client's key is not set."
-    known = backend.tenancy.project_for_key(api_key, None)
-    if known is not None and known.region is not None:
-        return (
-            f"This key belongs to a project in the {known.region.value.upper()} region, "
-            f"but the request was sent to a {str(host_region).upper()} host."
-        )
-    return "No configured project has this api_key (see the emulator's --config)."
