@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import selectors
 import shutil
 import signal
 import socket
@@ -17,16 +16,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
 
 from emulator import __version__
 from tests.conftest import contract_environment
+from tests.support import start_listening
 
 ENV_PREFIX = "AMPLITUDE_EMULATOR_"
-LISTENING = re.compile(r"amplitude-emulator listening on (http://127\.0\.0\.1:(\d+))")
 START_TIMEOUT = 30.0
 
 MODULE = [sys.executable, "-m", "emulator"]
@@ -86,26 +85,6 @@ class Emulator:
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
 
-def _read_first_line(process: subprocess.Popen[bytes], timeout: float) -> str:
-    stdout: IO[bytes] | None = process.stdout
-    assert stdout is not None
-    deadline = time.monotonic() + timeout
-    buffer = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(stdout, selectors.EVENT_READ)
-        while b"\n" not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no address printed in {timeout} s")
-            if not selector.select(remaining):
-                continue
-            chunk = os.read(stdout.fileno(), 4096)
-            if not chunk:
-                raise RuntimeError(f"the emulator exited with {process.wait()} before listening")
-            buffer += chunk
-    return buffer.split(b"\n", 1)[0].decode()
-
-
 # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal: either status is clean.
 CLEAN_EXIT = (0, -signal.SIGTERM)
 
@@ -139,28 +118,20 @@ def launch(tmp_path: Path) -> Iterator[Launch]:
         env: dict[str, str] | None = None,
     ) -> Emulator:
         stderr_path = tmp_path / f"stderr-{len(processes)}.log"
-        with stderr_path.open("wb") as stderr:
-            launched_at = time.perf_counter()
-            process = subprocess.Popen(
-                [*command, "serve", "--port", "0", *args],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                stdin=subprocess.DEVNULL,
-                env=env if env is not None else environment(),
-            )
-        processes.append(process)
-        try:
-            line = _read_first_line(process, START_TIMEOUT)
-        except (TimeoutError, RuntimeError) as error:
-            stop(process)
-            pytest.fail(f"{error}; stderr:\n{stderr_path.read_text(errors='replace')}")
+        launched_at = time.perf_counter()
+        started = start_listening(
+            [*command, "serve", "--port", "0", *args],
+            env=env if env is not None else environment(),
+            stderr_path=stderr_path,
+            timeout=START_TIMEOUT,
+        )
         listening_at = time.perf_counter()
-        match = LISTENING.fullmatch(line)
-        assert match is not None, f"unexpected first line: {line!r}"
+        processes.append(started.process)
+        assert started.host == "127.0.0.1", f"unexpected address: {started.base_url}"
         return Emulator(
-            process=process,
-            base_url=match.group(1),
-            port=int(match.group(2)),
+            process=started.process,
+            base_url=started.base_url,
+            port=started.port,
             launched_at=launched_at,
             listening_at=listening_at,
             stderr_path=stderr_path,

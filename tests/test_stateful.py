@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from emulator.server import ServerThread
+from tests.support import reaches
 
 ALPHABET = ["a", "b", "c", "d", "e"]
 UNKNOWN = ["nobody", "ghost"]
@@ -96,17 +97,6 @@ OBJECTS = st.integers(0, 11).flatmap(
 )
 
 
-def resolves_to(graph: Mapping[str, str], start: str, target: str) -> bool:
-    current: str | None = start
-    for _ in range(len(graph) + 2):
-        if current == target:
-            return True
-        if current is None:
-            return False
-        current = graph.get(current)
-    raise AssertionError(f"cycle in {graph}")
-
-
 def assert_acyclic(graph: Mapping[str, str]) -> None:
     for user in graph:
         seen = {user}
@@ -146,7 +136,7 @@ class UsermapMachine(RuleBasedStateMachine):
                 pending.pop(obj.user_id, None)
             elif obj.user_id == obj.global_user_id:
                 continue  # a self-map changes nothing
-            elif resolves_to(pending, obj.global_user_id, obj.user_id):
+            elif reaches(pending, obj.global_user_id, obj.user_id):
                 return 400, {"code": 400, "error": "Invalid mapping", "index": index}
             else:
                 pending[obj.user_id] = obj.global_user_id

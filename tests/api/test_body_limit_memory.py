@@ -6,21 +6,24 @@ memory can be measured from /proc.
 from __future__ import annotations
 
 import json
-import os
-import re
 import select
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
 
 import httpx
 import pytest
+
+from tests.support import (
+    TOO_LARGE,
+    Emulator,
+    RawResult,
+    clean_environment,
+    read_response,
+    serve_command,
+    start_listening,
+)
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/status").exists(), reason="reads memory use from /proc"
@@ -30,110 +33,34 @@ MIB = 1_048_576
 BODY_SIZE = 50 * MIB
 CHUNK = 64 * 1024
 MAX_GROWTH_KB = 20 * 1024  # far less than the 50 MiB sent
-TOO_LARGE = {"code": 413, "error": "Payload too large"}
-LISTENING = re.compile(r"amplitude-emulator listening on http://(?P<host>[^\s]+):(?P<port>\d+)")
-
-
-@dataclass(frozen=True)
-class Emulator:
-    process: subprocess.Popen[str]
-    host: str
-    port: int
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def memory_kb(self) -> dict[str, int]:
-        """VmRSS and VmHWM (peak resident size) of the server process, in kB."""
-        values: dict[str, int] = {}
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                values[name] = int(value.split()[0])
-        assert set(values) == {"VmRSS", "VmHWM"}, values
-        return values
-
-
-def _command() -> list[str]:
-    script = Path(sys.executable).with_name("amplitude-emulator")
-    start = [str(script)] if script.exists() else [sys.executable, "-m", "emulator"]
-    return [*start, "serve", "--host", "127.0.0.1", "--port", "0", "--log-level", "warning"]
-
-
-def _first_line(stream: IO[str], timeout: float) -> str:
-    ready, _, _ = select.select([stream], [], [], timeout)
-    assert ready, f"the emulator printed nothing in {timeout} s"
-    return stream.readline()
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("AMPLITUDE_EMULATOR_")
-    }
-    with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(
-            _command(), stdout=subprocess.PIPE, stderr=log, text=True, env=environment
-        )
-        try:
-            assert process.stdout is not None
-            line = _first_line(process.stdout, timeout=30)
-            match = LISTENING.search(line)
-            if match is None:
-                log.seek(0)
-                pytest.fail(f"unexpected first line {line!r}; stderr: {log.read()}")
-            yield Emulator(process, match["host"], int(match["port"]))
-        finally:
-            process.kill()
-            process.wait(timeout=10)
-            if process.stdout is not None:
-                process.stdout.close()
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    emulator = start_listening(
+        serve_command("--log-level", "warning"),
+        env=clean_environment(),
+        stderr_path=tmp_path_factory.mktemp("body-limit") / "stderr.log",
+    )
+    try:
+        yield emulator
+    finally:
+        emulator.process.kill()
+        emulator.process.wait(timeout=10)
+        if emulator.process.stdout is not None:
+            emulator.process.stdout.close()
 
 
-@dataclass
-class RawResponse:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def read_response(conn: socket.socket, timeout: float = 10.0) -> RawResponse:
-    """One response, read by its Content-Length (the server may keep the connection open)."""
-    conn.settimeout(timeout)
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        chunk = conn.recv(65536)
-        assert chunk, f"connection closed before a response head: {buffer!r}"
-        buffer += chunk
-    head, _, body = buffer.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    length = int(headers["content-length"])
-    while len(body) < length:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return RawResponse(int(status_line.split(" ")[1]), headers, body[:length])
-
-
-def assert_too_large(response: RawResponse) -> None:
+def assert_too_large(response: RawResult) -> None:
+    assert response.interim == [], "a 1xx answer before the 413"
     assert response.status == 413, response.body
+    assert "content-length" in response.headers
     assert response.json() == TOO_LARGE
     assert response.headers["content-type"] == "application/json"
     assert response.headers.get("x-emulator-hint")
 
 
-def stream_chunked(emulator: Emulator, content_type: str) -> tuple[RawResponse, int]:
+def stream_chunked(emulator: Emulator, content_type: str) -> tuple[RawResult, int]:
     """Stream up to 50 MiB in 64 KiB chunks, stopping once the server answers or closes."""
     frame = b"%x\r\n" % CHUNK + b"a" * CHUNK + b"\r\n"
     head = (

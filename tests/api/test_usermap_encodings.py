@@ -7,10 +7,8 @@ back through GET /api/2/usermap, so "accepted" always means "and it did what it 
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -18,22 +16,19 @@ import httpx
 import pytest
 
 from emulator.server import ServerThread
+from tests.support import (
+    FORM,
+    HINT,
+    MISSING_API_KEY,
+    MISSING_MAPPING,
+    RawResult,
+    address_of,
+    raw_exchange,
+)
 
 USERMAP = "/usermap"
 READ = "/api/2/usermap"
-HINT = "x-emulator-hint"
-FORM = "application/x-www-form-urlencoded"
 SEGMENT_CONTENT_TYPE = "application/x-www-form-urlencoded;charset=UTF-8"
-MISSING_API_KEY = {
-    "code": 400,
-    "error": "Request missing required field",
-    "missing_field": "api_key",
-}
-MISSING_MAPPING = {
-    "code": 400,
-    "error": "Request missing required field",
-    "missing_field": "mapping",
-}
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -75,41 +70,14 @@ def assert_refused(response: httpx.Response, status: int, body: dict[str, Any]) 
     assert response.headers.get(HINT), "every refusal carries a hint"
 
 
-@dataclass
-class RawResponse:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def raw_exchange(server: ServerThread, request: bytes) -> RawResponse:
-    """Send `request` byte for byte on a fresh socket and read one response."""
-    parts = urlsplit(server.base_url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
-        conn.sendall(request)
-        buffer = b""
-        while b"\r\n\r\n" not in buffer:
-            chunk = conn.recv(65536)
-            assert chunk, f"connection closed before a response head: {buffer!r}"
-            buffer += chunk
-        head, _, body = buffer.partition(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        headers = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers["content-length"])
-        while len(body) < length:
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-    return RawResponse(int(status_line.split(" ")[1]), headers, body[:length])
+def raw(server: ServerThread, request: bytes) -> RawResult:
+    """Send `request` byte for byte on a fresh socket and read one response (no 1xx first,
+    framed by Content-Length)."""
+    response = raw_exchange(address_of(server.base_url), request)
+    assert response.status is not None, f"no response head: {response!r}"
+    assert response.interim == [], response.interim
+    assert "content-length" in response.headers, response.headers
+    return response
 
 
 # --- 1. the query string ---------------------------------------------------------------------
@@ -131,7 +99,7 @@ def test_docs_curl_request_with_raw_json_in_the_target(
         "Accept: */*\r\n"
         "\r\n"
     ).encode()
-    response = raw_exchange(server, request)
+    response = raw(server, request)
     assert response.status == 200, response.body
     assert response.json() == {"code": 200}
     assert response.headers["content-type"] == "application/json"
@@ -147,7 +115,7 @@ def test_docs_curl_unmap_request_with_raw_json_in_the_target(
     )
     target = f'/usermap?mapping=[{{"user_id":"u","unmap":true}}]&api_key={api_key}'
     request = f"POST {target} HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n".encode()
-    response = raw_exchange(server, request)
+    response = raw(server, request)
     assert response.status == 200, response.body
     assert global_of(client, api_key, "u") is None
 
@@ -186,7 +154,7 @@ def test_get_with_raw_json_in_the_target(
     server: ServerThread, client: httpx.Client, api_key: str
 ) -> None:
     target = f'/usermap?api_key={api_key}&mapping={{"user_id":"a","global_user_id":"g"}}'
-    response = raw_exchange(server, f"GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    response = raw(server, f"GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
     assert response.status == 200, response.body
     assert global_of(client, api_key, "a") == "g"
 
@@ -234,7 +202,7 @@ def test_raw_form_body_without_content_type_over_a_socket(
     request = (
         f"POST /usermap HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
-    response = raw_exchange(server, request)
+    response = raw(server, request)
     assert response.status == 200, response.body
     assert global_of(client, api_key, "a") == "g"
 

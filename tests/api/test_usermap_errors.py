@@ -5,12 +5,10 @@ all-or-nothing batches, the size limits over real sockets, unknown paths, and no
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -21,28 +19,25 @@ from emulator.server import ServerThread
 from emulator.settings import Limits, Settings
 from emulator.tenancy import Org, Project, Region
 from tests.conftest import StartEmulator
+from tests.support import (
+    FORM,
+    HINT,
+    MISSING_API_KEY,
+    MISSING_MAPPING,
+    NOT_JSON,
+    TOO_LARGE,
+    RawResult,
+    address_of,
+    raw_exchange,
+)
 
 USERMAP = "/usermap"
 READ = "/api/2/usermap"
-HINT = "x-emulator-hint"
-FORM = "application/x-www-form-urlencoded"
 MIB = 1_048_576
 TARGET_LIMIT = 8192
 
 OK = {"code": 200}
-MISSING_API_KEY = {
-    "code": 400,
-    "error": "Request missing required field",
-    "missing_field": "api_key",
-}
-MISSING_MAPPING = {
-    "code": 400,
-    "error": "Request missing required field",
-    "missing_field": "mapping",
-}
-NOT_JSON = {"code": 400, "error": "Invalid JSON request body"}
 INVALID_MAPPING = {"code": 400, "error": "Invalid mapping"}
-TOO_LARGE = {"code": 413, "error": "Payload too large"}
 URI_TOO_LONG = {"code": 414, "error": "URI too long"}
 TOO_MANY = {"code": 429, "error": "Too many requests", "eps_threshold": 50}
 
@@ -119,52 +114,15 @@ def unseen() -> dict[str, Any]:
     return {"mapped_from": [], "mapped_to": []}
 
 
-@dataclass
-class RawResponse:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-    def json(self) -> Any:
-        return json.loads(self.body)
+def raw(server: ServerThread, request: bytes) -> RawResult:
+    """Send `request` byte for byte on a fresh socket and read one response (no 1xx first)."""
+    response = raw_exchange(address_of(server.base_url), request)
+    assert response.status is not None, f"no response head: {response!r}"
+    assert response.interim == [], response.interim
+    return response
 
 
-def address(server: ServerThread) -> tuple[str, int]:
-    parts = urlsplit(server.base_url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    return parts.hostname, parts.port
-
-
-def read_response(conn: socket.socket) -> RawResponse:
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        chunk = conn.recv(65536)
-        assert chunk, f"connection closed before a response head: {buffer!r}"
-        buffer += chunk
-    head, _, body = buffer.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return RawResponse(int(status_line.split(" ")[1]), headers, body[:length])
-
-
-def raw_exchange(server: ServerThread, request: bytes) -> RawResponse:
-    """Send `request` byte for byte on a fresh socket and read one response."""
-    with socket.create_connection(address(server), timeout=10) as conn:
-        conn.sendall(request)
-        return read_response(conn)
-
-
-def check_raw(response: RawResponse, status: int, body: dict[str, Any]) -> None:
+def check_raw(response: RawResult, status: int, body: dict[str, Any]) -> None:
     assert (response.status, response.json()) == (status, body), response.headers
     assert response.headers["content-type"] == "application/json"
     assert response.headers.get(HINT)
@@ -424,7 +382,7 @@ def test_very_long_target_reaches_the_app(server: ServerThread, api_key: str, le
     target = target_of_length(length, api_key, objects_json(("u", "g")))
     for method in ("POST", "GET"):
         request = f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
-        check_raw(raw_exchange(server, request.encode()), 414, URI_TOO_LONG)
+        check_raw(raw(server, request.encode()), 414, URI_TOO_LONG)
 
 
 def test_raw_json_target_over_the_limit(server: ServerThread, api_key: str) -> None:
@@ -432,7 +390,7 @@ def test_raw_json_target_over_the_limit(server: ServerThread, api_key: str) -> N
     objects = ",".join(f'{{"user_id":"u{i}","global_user_id":"g"}}' for i in range(300))
     target = f"/usermap?api_key={api_key}&mapping=[{objects}]"
     assert TARGET_LIMIT < len(target) < 64 * 1024
-    response = raw_exchange(server, f"POST {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    response = raw(server, f"POST {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     check_raw(response, 414, URI_TOO_LONG)
 
 
@@ -486,7 +444,7 @@ def test_declared_length_over_the_limit_is_refused_before_the_body(server: Serve
         f"POST /usermap HTTP/1.1\r\nHost: localhost\r\nContent-Type: {FORM}\r\n"
         f"Content-Length: {5 * MIB}\r\n\r\napi_key=k"
     ).encode()
-    check_raw(raw_exchange(server, request), 413, TOO_LARGE)
+    check_raw(raw(server, request), 413, TOO_LARGE)
 
 
 def test_query_plus_body_at_the_limit_is_accepted(client: httpx.Client, api_key: str) -> None:
@@ -531,7 +489,7 @@ def test_limits_are_configurable(start_emulator: StartEmulator) -> None:
 def test_414_beats_413(server: ServerThread, api_key: str) -> None:
     target = target_of_length(TARGET_LIMIT + 1, api_key, objects_json(("u", "g")))
     request = f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {2 * MIB}\r\n\r\n".encode()
-    check_raw(raw_exchange(server, request), 414, URI_TOO_LONG)
+    check_raw(raw(server, request), 414, URI_TOO_LONG)
 
 
 def test_414_beats_missing_api_key(client: httpx.Client) -> None:
@@ -709,7 +667,7 @@ def test_unknown_paths_and_methods(
 
 def test_unknown_path_with_control_characters(server: ServerThread) -> None:
     # The hint names the path: control characters in it must not break the header.
-    response = raw_exchange(server, http("POST /usermap%00%7F%0D%0A HTTP/1.1", HOST))
+    response = raw(server, http("POST /usermap%00%7F%0D%0A HTTP/1.1", HOST))
     check_raw(response, 404, {"code": 404, "error": "Not found"})
     assert response.headers[HINT].isprintable()
 
@@ -787,7 +745,8 @@ WEIRD_REQUESTS: dict[str, bytes] = {
 def test_weird_requests_never_get_a_500(
     server: ServerThread, client: httpx.Client, name: str
 ) -> None:
-    response = raw_exchange(server, WEIRD_REQUESTS[name])
+    response = raw(server, WEIRD_REQUESTS[name])
+    assert response.status is not None
     assert 400 <= response.status < 500, response.body
     if response.headers.get("content-type") == "application/json":
         assert response.headers.get(HINT)

@@ -6,14 +6,11 @@ against openapi/openapi.yaml, so a 408 the document does not describe fails here
 
 from __future__ import annotations
 
-import json
-import socket
-from urllib.parse import urlsplit
-
 import pytest
 
 from emulator.settings import Limits
 from tests.conftest import StartEmulator
+from tests.support import address_of, raw_exchange
 
 # (method, path, headers beyond Host/Content-Length, expected body)
 INGESTION_TIMEOUT = {"code": 408, "error": "Request timeout"}
@@ -29,21 +26,11 @@ def _stalled_request(
     base_url: str, method: str, path: str, headers: str
 ) -> tuple[int, dict[str, object]]:
     """Declare a 100-byte body, send 10 bytes, then wait for the answer."""
-    address = urlsplit(base_url)
-    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: 100\r\n\r\n"
-        )
-        sock.sendall(head.encode() + b"api_key=k&")
-        answer = b""
-        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    status_line, _, rest = answer.partition(b"\r\n")
-    body = rest.partition(b"\r\n\r\n")[2]
-    return int(status_line.split()[1]), json.loads(body)
+    head = f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: 100\r\n\r\n"
+    answer = raw_exchange(address_of(base_url), head.encode() + b"api_key=k&")
+    assert answer.status is not None, f"no answer: {answer!r}"
+    body: dict[str, object] = answer.json()
+    return answer.status, body
 
 
 @pytest.mark.parametrize(("method", "path", "headers", "expected"), CASES)

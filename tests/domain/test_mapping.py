@@ -21,6 +21,7 @@ from emulator.domain.mapping import (
     plan_batch,
 )
 from emulator.domain.model import Map, MappingOp, Unmap
+from tests.support import reaches
 
 MAX_BATCH = 2000
 
@@ -547,17 +548,6 @@ OPS: st.SearchStrategy[MappingOp] = st.one_of(
 )
 
 
-def _reaches(edges: Mapping[str, str], start: str, target: str) -> bool:
-    current: str | None = start
-    for _ in range(len(edges) + 2):
-        if current == target:
-            return True
-        if current is None:
-            return False
-        current = edges.get(current)
-    raise AssertionError(f"the model's graph has a cycle: {edges}")
-
-
 def reference_apply(edges: Mapping[str, str], ops: Sequence[MappingOp]) -> dict[str, str] | int:
     """The final graph, or the index of the first object that would close a cycle."""
     graph = dict(edges)
@@ -566,7 +556,7 @@ def reference_apply(edges: Mapping[str, str], ops: Sequence[MappingOp]) -> dict[
             graph.pop(op.user_id, None)
         elif op.user_id == op.global_user_id:
             continue
-        elif _reaches(graph, op.global_user_id, op.user_id):
+        elif reaches(graph, op.global_user_id, op.user_id):
             return index
         else:
             graph[op.user_id] = op.global_user_id

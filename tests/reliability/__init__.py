@@ -4,7 +4,6 @@
   database file, its output kept in files (so a full pipe can never block it).
 - `WriteOp` and `unexplained_users`: the check that a final state is what the acknowledged
   writes left, for writes that ran concurrently and across crashes.
-- `raw_exchange`: one raw HTTP request over a socket, for inputs no client library would send.
 - `record_figures`: print the figures a test measured and keep them in docs/reliability.md.
 """
 
@@ -14,15 +13,11 @@ import contextlib
 import fcntl
 import json
 import math
-import os
-import select
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,37 +25,16 @@ from typing import Any, Literal
 
 import httpx
 
-from tests.api.test_body_limit_memory import LISTENING, Emulator
+from tests.support import LISTENING, Emulator, clean_environment, serve_command
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES_DOC = REPO / "docs" / "reliability.md"
-ENV_PREFIX = "AMPLITUDE_EMULATOR_"
 USERMAP = "/usermap"
 READ = "/api/2/usermap"
 HEALTH = "/_emulator/health"
 
 
 # --- a server process ---------------------------------------------------------------------------
-
-
-def serve_command(*arguments: str) -> list[str]:
-    script = Path(sys.executable).with_name("amplitude-emulator")
-    start = [str(script)] if script.exists() else [sys.executable, "-m", "emulator"]
-    return [*start, "serve", "--host", "127.0.0.1", "--port", "0", *arguments]
-
-
-def clean_environment(**variables: str) -> dict[str, str]:
-    """This process's environment without AMPLITUDE_EMULATOR_* settings, plus `variables`.
-
-    Response validation (which the suite's conftest turns on for subprocesses through the
-    environment) is left off: these servers run as users run them, and throughput and memory
-    are measured on them.
-    """
-    environment = {
-        name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)
-    }
-    environment.update({ENV_PREFIX + name.upper(): value for name, value in variables.items()})
-    return environment
 
 
 class EmulatorProcess:
@@ -77,7 +51,7 @@ class EmulatorProcess:
         self.log_dir = log_dir
         self.environment = dict(environment) if environment is not None else clean_environment()
         self.runs = 0
-        self.process: subprocess.Popen[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.emulator: Emulator | None = None
 
     @property
@@ -105,7 +79,6 @@ class EmulatorProcess:
                 stdout=stdout,
                 stderr=stderr,
                 env=self.environment,
-                text=True,
             )
         deadline = time.monotonic() + timeout
         while True:
@@ -162,6 +135,20 @@ class EmulatorProcess:
     def memory_kb(self) -> dict[str, int]:
         assert self.emulator is not None, "the emulator is not running"
         return self.emulator.memory_kb()
+
+
+def sqlite_process(database: Path, *, log_dir: Path) -> EmulatorProcess:
+    """An EmulatorProcess (not started) on the SQLite file `database`, rate limit off and
+    warnings only in its log."""
+    return EmulatorProcess(
+        "--database-url",
+        f"sqlite:///{database}",
+        "--rate-limit",
+        "off",
+        "--log-level",
+        "warning",
+        log_dir=log_dir,
+    )
 
 
 @contextlib.contextmanager
@@ -307,144 +294,6 @@ def org_state(base_url: str, org: str, headers: Mapping[str, str] | None = None)
             if entry["name"] == org:
                 return {"mappings": entry["mappings"], "amplitude_ids": entry["amplitude_ids"]}
     return {"mappings": {}, "amplitude_ids": {}}
-
-
-# --- raw HTTP -----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class RawResult:
-    """What came back: a response (status, headers, body) or none; `closed` if the server
-    closed the connection."""
-
-    status: int | None
-    headers: dict[str, str]
-    body: bytes
-    closed: bool
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def parse_response(data: bytes) -> tuple[int | None, dict[str, str], bytes]:
-    """The first response in `data` (interim 1xx responses skipped)."""
-    while True:
-        head, separator, rest = data.partition(b"\r\n\r\n")
-        if not separator:
-            return None, {}, b""
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        parts = status_line.split(" ")
-        if len(parts) < 2 or not parts[1].isdigit():
-            raise AssertionError(f"not an HTTP response: {data[:200]!r}")
-        headers: dict[str, str] = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        status = int(parts[1])
-        if 100 <= status < 200:
-            data = rest
-            continue
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            return status, headers, _dechunk(rest)
-        length = int(headers.get("content-length", len(rest)))
-        return status, headers, rest[:length]
-
-
-def _dechunk(data: bytes) -> bytes:
-    body = b""
-    while True:
-        size_line, separator, data = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16) if separator else 0
-        if size == 0:
-            return body
-        body, data = body + data[:size], data[size + 2 :]
-
-
-def _response_complete(data: bytes) -> bool:
-    try:
-        status, headers, body = parse_response(data)
-    except (AssertionError, ValueError):
-        return False
-    if status is None:
-        return False
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        return data.endswith(b"0\r\n\r\n")
-    if "content-length" not in headers:
-        return False
-    return len(body) >= int(headers["content-length"])
-
-
-def raw_exchange(
-    address: tuple[str, int],
-    request: bytes | Sequence[bytes],
-    *,
-    pause: float = 0.0,
-    half_close: bool = False,
-    timeout: float = 10.0,
-) -> RawResult:
-    """Send `request` (or its pieces, `pause` seconds apart) and read one response.
-
-    Reads until the response is complete or the server closes; never waits more than
-    `timeout` seconds. `half_close` shuts the sending side once everything is sent.
-    """
-    pieces = [request] if isinstance(request, bytes) else list(request)
-    deadline = time.monotonic() + timeout
-    data = b""
-    closed = False
-    with socket.create_connection(address, timeout=timeout) as conn:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            for index, piece in enumerate(pieces):
-                if index and pause:
-                    readable, _, _ = select.select([conn], [], [], pause)
-                    if readable:  # the server answered (or closed) before all was sent
-                        break
-                conn.sendall(piece)
-            if half_close:
-                conn.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the server may close early (413, 408); read what it answered
-        while not _response_complete(data):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            readable, _, _ = select.select([conn], [], [], remaining)
-            if not readable:
-                break
-            try:
-                chunk = conn.recv(1 << 20)
-            except OSError:
-                closed = True
-                break
-            if not chunk:
-                closed = True
-                break
-            data += chunk
-    status, headers, body = parse_response(data)
-    return RawResult(status, headers, body, closed)
-
-
-def http_request(
-    method: str,
-    target: str | bytes,
-    headers: Sequence[tuple[str, str]] = (),
-    body: bytes = b"",
-    *,
-    content_length: int | Literal["auto"] | None = "auto",
-    close: bool = True,
-) -> bytes:
-    """A raw HTTP/1.1 request; Content-Length is the body's unless given (None: no header)."""
-    raw_target = target.encode("latin-1") if isinstance(target, str) else target
-    lines = [method.encode() + b" " + raw_target + b" HTTP/1.1", b"Host: 127.0.0.1"]
-    lines += [f"{name}: {value}".encode("latin-1") for name, value in headers]
-    if content_length == "auto":
-        if body:
-            lines.append(f"Content-Length: {len(body)}".encode())
-    elif content_length is not None:
-        lines.append(f"Content-Length: {content_length}".encode())
-    if close:
-        lines.append(b"Connection: close")
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 # --- figures ------------------------------------------------------------------------------------

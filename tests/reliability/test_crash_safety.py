@@ -15,6 +15,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,6 +30,7 @@ from tests.reliability import (
     integrity_check,
     org_state,
     record_figures,
+    sqlite_process,
     unexplained_users,
 )
 
@@ -140,20 +142,24 @@ class Load:
                 client.close()
 
 
+def users_named(ops: Iterable[WriteOp], outcome: str) -> set[str]:
+    """Every user id (either side of a pair) in the writes that had `outcome`."""
+    return {
+        user
+        for op in ops
+        if op.outcome == outcome
+        for pair in op.objects
+        for user in pair
+        if user is not None
+    }
+
+
 def test_acknowledged_writes_survive_sigkill(tmp_path: Path, soak: bool) -> None:
     plan = SOAK if soak else FAST
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
     database = tmp_path / "crash.db"
-    process = EmulatorProcess(
-        "--database-url",
-        f"sqlite:///{database}",
-        "--rate-limit",
-        "off",
-        "--log-level",
-        "warning",
-        log_dir=tmp_path,
-    )
+    process = sqlite_process(database, log_dir=tmp_path)
     started = time.monotonic()
     integrity_checks = 0
     acknowledged_before_kill: list[int] = []
@@ -185,22 +191,8 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path, soak: bool) -> None
 
         state = org_state(process.base_url, API_KEY)
         verdict = unexplained_users(load.ops, state["mappings"])
-        named_ok = {
-            user
-            for op in load.ops
-            if op.outcome == "ok"
-            for pair in op.objects
-            for user in pair
-            if user is not None
-        }
-        named_maybe = {
-            user
-            for op in load.ops
-            if op.outcome == "unknown"
-            for pair in op.objects
-            for user in pair
-            if user is not None
-        }
+        named_ok = users_named(load.ops, "ok")
+        named_maybe = users_named(load.ops, "unknown")
         ids: dict[str, int] = state["amplitude_ids"]
         missing_ids = named_ok - set(ids)
 

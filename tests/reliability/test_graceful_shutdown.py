@@ -20,9 +20,9 @@ import httpx
 from tests.reliability import (
     READ,
     USERMAP,
-    EmulatorProcess,
     integrity_check,
     record_figures,
+    sqlite_process,
 )
 
 API_KEY = "shutdown-key"
@@ -32,15 +32,7 @@ LATENCY_MS = 500
 
 def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
     database = tmp_path / "shutdown.db"
-    process = EmulatorProcess(
-        "--database-url",
-        f"sqlite:///{database}",
-        "--rate-limit",
-        "off",
-        "--log-level",
-        "warning",
-        log_dir=tmp_path,
-    )
+    process = sqlite_process(database, log_dir=tmp_path)
     answers: dict[int, tuple[int, object, float]] = {}
     errors: list[str] = []
 

@@ -37,12 +37,18 @@ from tests.reliability import (
     READ,
     USERMAP,
     EmulatorProcess,
-    RawResult,
     emulator_process,
+    record_figures,
+)
+from tests.support import (
+    FORM,
+    MISSING_API_KEY,
+    NOT_JSON,
+    TOO_LARGE,
+    RawResult,
     http_request,
     parse_response,
     raw_exchange,
-    record_figures,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -51,14 +57,6 @@ pytestmark = pytest.mark.skipif(
 
 BODY_TIMEOUT = 1.0
 MIB = 1_048_576
-FORM = "application/x-www-form-urlencoded"
-MISSING_API_KEY = {
-    "code": 400,
-    "error": "Request missing required field",
-    "missing_field": "api_key",
-}
-NOT_JSON = {"code": 400, "error": "Invalid JSON request body"}
-TOO_LARGE = {"code": 413, "error": "Payload too large"}
 TIMEOUT = {"code": 408, "error": "Request timeout"}
 UVICORN_400 = b"Invalid HTTP request received."
 EXAMPLES = settings(
