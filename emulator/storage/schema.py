@@ -16,6 +16,11 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# SQLite: the rows of the hot tables live in their primary key's B-tree (WITHOUT ROWID), not in
+# a rowid table beside it; a mapping then writes four B-trees instead of six, and a graph takes
+# less room (docs/performance.md). Other databases ignore the option.
+_CLUSTERED = {"sqlite_with_rowid": False}
+
 # One amplitude_id per (org, user id), allocated when an accepted request first names the id.
 amplitude_ids = Table(
     "amplitude_ids",
@@ -24,6 +29,7 @@ amplitude_ids = Table(
     Column("user_id", String, primary_key=True),
     Column("amplitude_id", BigInteger, nullable=False),
     UniqueConstraint("org", "amplitude_id", name="uq_amplitude_ids_org_amplitude_id"),
+    **_CLUSTERED,
 )
 
 # The direct edges of the mapping graph: a user has at most one global.
@@ -34,6 +40,7 @@ mappings = Table(
     Column("user_id", String, primary_key=True),
     Column("global_user_id", String, nullable=False),
     Index("ix_mappings_org_global_user_id", "org", "global_user_id"),
+    **_CLUSTERED,
 )
 
 # Events and identities (Amplitude's HTTP V2, Batch and Identify APIs) ---------------------------
