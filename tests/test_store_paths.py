@@ -100,11 +100,10 @@ def test_sqlite_keeps_the_graph_in_its_primary_keys(tmp_path: Path) -> None:
     store = MappingStore(f"sqlite:///{tmp_path / 'graph.db'}")
     try:
         with store.engine.connect() as connection:
-            ddl = dict(
-                connection.exec_driver_sql(
-                    "SELECT name, sql FROM sqlite_master WHERE type = 'table'"
-                ).all()
-            )
+            rows = connection.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'table'"
+            ).all()
+            ddl: dict[str, str] = {row.name: row.sql for row in rows}
     finally:
         store.close()
     assert "WITHOUT ROWID" in ddl["mappings"]

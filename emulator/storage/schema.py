@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -19,7 +21,7 @@ metadata = MetaData()
 # SQLite: the rows of the hot tables live in their primary key's B-tree (WITHOUT ROWID), not in
 # a rowid table beside it; a mapping then writes four B-trees instead of six, and a graph takes
 # less room (docs/performance.md). Other databases ignore the option.
-_CLUSTERED = {"sqlite_with_rowid": False}
+_CLUSTERED: dict[str, Any] = {"sqlite_with_rowid": False}
 
 # One amplitude_id per (org, user id), allocated when an accepted request first names the id.
 amplitude_ids = Table(
