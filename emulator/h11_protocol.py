@@ -25,14 +25,18 @@ class StallGuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0  # loop time the connection opened or last finished an answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
-        self._arm_stall_timer()
+        self._idle_since = self.loop.time()
+        self._arm_stall_timer(self.limits.body_timeout_seconds)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._arm_stall_timer()
+        # Only the deadline moves: the timer, when it comes, waits out the rest. Cancelling and
+        # arming a timer for every answer cost a few percent of a keep-alive request.
+        self._idle_since = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._stall_timer is not None:
@@ -40,20 +44,24 @@ class StallGuardedH11Protocol(H11Protocol):
             self._stall_timer = None
         super().connection_lost(exc)
 
-    def _arm_stall_timer(self) -> None:
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-        self._stall_timer = self.loop.call_later(
-            self.limits.body_timeout_seconds, self._close_if_stalled
-        )
+    def _arm_stall_timer(self, delay: float) -> None:
+        self._stall_timer = self.loop.call_later(delay, self._close_if_stalled)
 
     def _close_if_stalled(self) -> None:
-        self._stall_timer = None
+        timeout = self.limits.body_timeout_seconds
+        remaining = self._idle_since + timeout - self.loop.time()
+        if remaining > 0:  # an answer finished since the timer was armed
+            self._arm_stall_timer(remaining)
+            return
         ours, theirs = self.conn.our_state, self.conn.their_state
         head_unfinished = ours is h11.IDLE and theirs is h11.IDLE
         answered_body_unfinished = ours is h11.DONE and theirs is h11.SEND_BODY
         if (head_unfinished or answered_body_unfinished) and not self.transport.is_closing():
             self.transport.close()
+            self._stall_timer = None
+            return
+        # Busy (the app is answering) or closing: look again one timeout later.
+        self._arm_stall_timer(timeout)
 
 
 def protocol_for(limits: Limits) -> type[StallGuardedH11Protocol]:

@@ -1,7 +1,9 @@
 """The request journal: what Amplitude-facing requests came in and what they were answered.
 
-Bounded twice over: at most `capacity` entries, and at most `body_limit` bytes of each body.
-Basic-auth secrets and admin tokens never reach it.
+Bounded twice over: at most `capacity` exchanges, and at most `body_limit` bytes of each body.
+An exchange is kept as the middleware saw it and formatted only when read: recording costs a
+request next to nothing, and every entry given out has its secrets redacted (Basic-auth
+credentials, admin tokens, `secret_key` parameters).
 """
 
 from __future__ import annotations
@@ -82,6 +84,48 @@ def decode_body(body: bytes) -> Any:
         return text
 
 
+@dataclass(slots=True, frozen=True)
+class Exchange:
+    """One Amplitude-facing request and its answer, raw, as the middleware recorded them."""
+
+    id: int
+    method: str
+    path: str
+    query_string: bytes
+    headers: list[tuple[bytes, bytes]]  # the request's, as received
+    body: bytes  # at most the journal's body_limit
+    body_truncated: bool
+    status: int
+    response_body: bytes  # at most the journal's body_limit
+    hint: str | None  # the answer's X-Emulator-Hint
+    api_key: str | None
+    org: str | None
+    fault: int | None
+    started_at: float
+    duration_seconds: float
+
+    def entry(self) -> JournalEntry:
+        """The exchange as GET /_emulator/requests shows it: decoded, secrets redacted."""
+        query = self.query_string.decode("latin-1")
+        return JournalEntry(
+            id=self.id,
+            method=self.method,
+            path=self.path,
+            query=redact_parameters(query) if query else "",
+            headers=redact_headers(self.headers),
+            body=redact_parameters(self.body.decode("utf-8", "replace")),
+            body_truncated=self.body_truncated,
+            status=self.status,
+            response_body=decode_body(self.response_body),
+            hint=self.hint,
+            api_key=self.api_key,
+            org=self.org,
+            fault=self.fault,
+            started_at=self.started_at,
+            duration_ms=round(self.duration_seconds * 1000, 3),
+        )
+
+
 @dataclass(slots=True)
 class JournalFilter:
     path: str | None = None
@@ -92,14 +136,14 @@ class JournalFilter:
     since: float | None = None  # entries that started at or after this clock time
     limit: int | None = None  # the most recent N of the matching entries
 
-    def matches(self, entry: JournalEntry) -> bool:
+    def matches(self, exchange: Exchange) -> bool:
         return (
-            (self.path is None or entry["path"] == self.path)
-            and (self.method is None or entry["method"] == self.method.upper())
-            and (self.status is None or entry["status"] == self.status)
-            and (self.api_key is None or entry["api_key"] == self.api_key)
-            and (self.org is None or entry["org"] == self.org)
-            and (self.since is None or entry["started_at"] >= self.since)
+            (self.path is None or exchange.path == self.path)
+            and (self.method is None or exchange.method == self.method.upper())
+            and (self.status is None or exchange.status == self.status)
+            and (self.api_key is None or exchange.api_key == self.api_key)
+            and (self.org is None or exchange.org == self.org)
+            and (self.since is None or exchange.started_at >= self.since)
         )
 
 
@@ -107,16 +151,16 @@ class JournalFilter:
 class Journal:
     capacity: int = 1000
     body_limit: int = 4096
-    _entries: deque[JournalEntry] = field(default_factory=deque)
+    _entries: deque[Exchange] = field(default_factory=deque)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_id(self) -> int:
         return next(self._ids)
 
-    def add(self, entry: JournalEntry) -> None:
+    def add(self, exchange: Exchange) -> None:
         with self._lock:
-            self._entries.append(entry)
+            self._entries.append(exchange)
             while len(self._entries) > max(self.capacity, 0):
                 self._entries.popleft()
 
@@ -130,17 +174,17 @@ class Journal:
     def entries(self, query: JournalFilter | None = None) -> list[JournalEntry]:
         query = query or JournalFilter()
         with self._lock:
-            found = [entry for entry in self._entries if query.matches(entry)]
+            found = [exchange for exchange in self._entries if query.matches(exchange)]
         if query.limit is not None:
             found = found[-query.limit :] if query.limit > 0 else []
-        return found
+        return [exchange.entry() for exchange in found]
 
     def clear(self, org: str | None = None) -> None:
         with self._lock:
             if org is None:
                 self._entries.clear()
             else:
-                self._entries = deque(entry for entry in self._entries if entry["org"] != org)
+                self._entries = deque(exchange for exchange in self._entries if exchange.org != org)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -14,12 +14,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emulator.control import CONTROL_PREFIX
-from emulator.control.journal import (
-    JournalEntry,
-    decode_body,
-    redact_headers,
-    redact_parameters,
-)
+from emulator.control.journal import Exchange
 from emulator.openapi import DOCUMENT_PATHS
 from emulator.wire.params import parse_urlencoded
 from emulator.wire.responses import HINT_HEADER, header_safe
@@ -102,24 +97,24 @@ class ControlMiddleware:
             for name, value in response_headers:
                 if name.lower() == _HINT_NAME:
                     hint = value.decode("latin-1")
-            query_string = scope.get("query_string", b"")
+            # Kept raw: the journal formats (and redacts) an exchange only when it is read.
             control.journal.add(
-                JournalEntry(
+                Exchange(
                     id=control.journal.next_id(),
                     method=scope["method"],
                     path=scope["path"],
-                    query=redact_parameters(query_string.decode("latin-1")) if query_string else "",
-                    headers=redact_headers(scope.get("headers", [])),
-                    body=redact_parameters(request_body.decode("utf-8", "replace")),
+                    query_string=scope.get("query_string", b""),
+                    headers=scope.get("headers", []),
+                    body=bytes(request_body),
                     body_truncated=request_truncated,
                     status=status,
-                    response_body=decode_body(bytes(response_body)),
+                    response_body=bytes(response_body),
                     hint=hint,
                     api_key=api_key,
                     org=state.get("org"),
                     fault=None if fault is None else fault.id,
                     started_at=started_at,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                    duration_seconds=time.perf_counter() - started,
                 )
             )
 

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import math
+import os
 import signal
 import sqlite3
 import subprocess
@@ -29,6 +30,7 @@ from tests.support import LISTENING, Emulator, clean_environment, serve_command
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES_DOC = REPO / "docs" / "reliability.md"
+RECORD_FIGURES_ENV = "RELIABILITY_FIGURES"  # "write": keep the figures in FIGURES_DOC
 USERMAP = "/usermap"
 READ = "/api/2/usermap"
 HEALTH = "/_emulator/health"
@@ -300,16 +302,19 @@ def org_state(base_url: str, org: str, headers: Mapping[str, str] | None = None)
 
 
 def record_figures(key: str, title: str, figures: Mapping[str, object]) -> None:
-    """Print the figures and keep them in docs/reliability.md, in the block marked `key`.
+    """Print the figures; with RELIABILITY_FIGURES=write, also keep them in
+    docs/reliability.md, in the block marked `key`.
 
-    The block is replaced on every run (each run's own block for a soak), so the document shows
-    the last run's measurements. A read-only checkout only gets the printout.
+    The block is replaced on each such run (each run's own block for a soak), so the document
+    shows the last recorded run. Without the variable a test run leaves the checkout untouched.
     """
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"**{title}** (last run {stamp}):", ""]
     lines += [f"- {name}: {value}" for name, value in figures.items()]
     text = "\n".join(lines)
     print(f"\n{text}\n", flush=True)
+    if os.environ.get(RECORD_FIGURES_ENV) != "write":
+        return
     start, end = f"<!-- figures:{key} -->", f"<!-- /figures:{key} -->"
     try:
         with FIGURES_DOC.open("a+", encoding="utf-8") as doc:
