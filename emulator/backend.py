@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from emulator.clock import Clock
 from emulator.domain import ingest
@@ -19,9 +21,11 @@ from emulator.domain.model import MappingOp, OrgGraph, UserMappings
 from emulator.domain.ratelimit import SlidingWindowLimiter
 from emulator.domain.throttle import EventThrottle, Throttled
 from emulator.settings import Settings
-from emulator.storage import MappingStore
-from emulator.storage.events import EventReader, EventStore
+from emulator.storage import Database, MappingStore
 from emulator.tenancy import Tenancy
+
+if TYPE_CHECKING:
+    from emulator.storage.events import EventReader, EventStore
 
 
 class RateLimited(Exception):
@@ -46,11 +50,20 @@ class Backend:
         self.limits = settings.limits
         self.clock = clock or Clock()
         self.tenancy = Tenancy(settings.orgs)
-        self.store = MappingStore(settings.database_url)
+        self.database = Database(settings.database_url)
+        self.store = MappingStore(self.database)
         self.limiter = SlidingWindowLimiter()
-        self.events = EventStore(self.store.engine)
         self.event_throttle = EventThrottle()
         self._lock = threading.Lock()
+
+    @cached_property
+    def events(self) -> EventStore:
+        """Events and identities: SQLAlchemy Core, loaded when the first event API call needs
+        it (importing it costs a quarter of the start-up; see storage/database.py). Used under
+        the lock only, so it is built once."""
+        from emulator.storage.events import EventStore
+
+        return EventStore(self.database.engine)
 
     def map_batch(
         self, org: str, ops: list[MappingOp], shape_error: InvalidMapping | None = None
@@ -152,8 +165,7 @@ class Backend:
         """Replace every org's graph (and the tenancy, if given); rate windows start empty.
         Events, device profiles and user properties are not in a graph: they are forgotten."""
         with self._lock:
-            self.events.clear()
-            self.store.replace_all(graphs)
+            self.store.replace_all(graphs)  # every table, events too, in one transaction
             self.limiter.clear()
             self.event_throttle.clear()
             if tenancy is not None:
@@ -163,12 +175,11 @@ class Backend:
         """Forget mappings, amplitude ids, events, user properties and rate windows (of one
         org, or all, with the clock)."""
         with self._lock:
-            self.events.clear(org)
-            self.store.clear(org)
+            self.database.clear(org)
             self.limiter.clear(org)
             self.event_throttle.clear(org)
             if org is None:
                 self.clock.reset()
 
     def close(self) -> None:
-        self.store.close()
+        self.database.close()

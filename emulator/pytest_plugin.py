@@ -364,7 +364,8 @@ class EmulatorServer:
         self.api_key = api_key
         self.secret_key = secret_key
         self.startup_seconds = startup_seconds  # from binding the socket to answering
-        # Importing FastAPI, uvicorn and SQLAlchemy on first use (0 if they were loaded already).
+        # Importing FastAPI and uvicorn on first use (0 if they were loaded already); SQLAlchemy
+        # only loads with another database or the first event API call (storage/database.py).
         self.import_seconds = import_seconds
         self.reset_seconds: list[float] = []  # how long each reset() took
         self.client = EmulatorClient(

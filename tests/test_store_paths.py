@@ -1,5 +1,6 @@
 """The store's two paths agree: SQLite through its driver (the hot path) and through SQLAlchemy
-Core (what every other database uses). Same batches in, same graph, reads and refusals out."""
+Core (what every other database uses). Same batches in, same graph, reads, counts and refusals
+out; and replacing the whole state gives the same graph on both."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from emulator.domain.mapping import MappingCycle, plan_batch
-from emulator.domain.model import Map, MappingOp, Unmap
-from emulator.storage import MappingStore
+from emulator.domain.model import Map, MappingOp, OrgGraph, Unmap
+from emulator.storage import Database, MappingStore
 
 # Awkward ids too: NUL, astral characters, quotes, and ones that look like numbers or JSON.
 ODD_IDS = ["a\x00b", "😀", 'q"uote', "1", "null", "[1]", "é", " "]
@@ -46,10 +47,10 @@ def stores(
     def url(name: str) -> str:
         return "sqlite://" if request.param == "memory" else f"sqlite:///{tmp_path / name}.db"
 
-    driver, core = MappingStore(url("driver")), MappingStore(url("core"), sqlite_driver=False)
-    yield driver, core
-    driver.close()
-    core.close()
+    databases = [Database(url("driver")), Database(url("core"))]
+    yield MappingStore(databases[0]), MappingStore(databases[1], sqlite_driver=False)
+    for database in databases:
+        database.close()
 
 
 def test_random_batches_give_the_same_graph(stores: tuple[MappingStore, MappingStore]) -> None:
@@ -94,17 +95,34 @@ def test_a_refused_batch_changes_nothing_on_either_path(
     assert "x" not in driver.dump()["org"].amplitude_ids
 
 
-def test_sqlite_keeps_the_graph_in_its_primary_keys(tmp_path: Path) -> None:
+def test_replace_all_gives_the_same_graph_on_both_paths(
+    stores: tuple[MappingStore, MappingStore],
+) -> None:
+    driver, core = stores
+    graphs = {
+        "org-a": OrgGraph(amplitude_ids={"a": 1, "b": 2, "😀": 3}, mappings={"a": "b", "😀": "b"}),
+        "org-b": OrgGraph(amplitude_ids={"x": 7}),
+    }
+    for store in stores:
+        assert apply(store, "org-old", [Map("p", "q")]) == "ok"
+        store.replace_all(graphs)
+    assert driver.dump() == core.dump() == graphs
+    assert driver.counts() == core.counts() == (2, 4, 2)
+    assert driver.read("org-a", ["b"]) == core.read("org-a", ["b"])
+    assert [edge.user_id for edge in driver.read("org-a", ["b"])["b"].mapped_from] == ["a", "😀"]
+
+
+@pytest.mark.parametrize("where", ["memory", "file"])
+def test_sqlite_keeps_the_graph_in_its_primary_keys(where: str, tmp_path: Path) -> None:
     """The graph's tables are WITHOUT ROWID on SQLite: a mapping writes four B-trees, not six
     (the file-database commit cost in docs/performance.md)."""
-    store = MappingStore(f"sqlite:///{tmp_path / 'graph.db'}")
+    database = Database("sqlite://" if where == "memory" else f"sqlite:///{tmp_path / 'graph.db'}")
     try:
-        with store.engine.connect() as connection:
-            rows = connection.exec_driver_sql(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'table'"
-            ).all()
-            ddl: dict[str, str] = {row.name: row.sql for row in rows}
+        assert database.sqlite is not None
+        rows = database.sqlite.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+        ddl: dict[str, str] = dict(rows.fetchall())
     finally:
-        store.close()
+        database.close()
     assert "WITHOUT ROWID" in ddl["mappings"]
     assert "WITHOUT ROWID" in ddl["amplitude_ids"]
+    assert "WITHOUT ROWID" not in ddl["events"]

@@ -1,5 +1,8 @@
-"""Where an org's mappings and amplitude ids live: SQLAlchemy Core over any database URL."""
+"""Where an org's mappings, amplitude ids and events live: SQLite through the standard library on
+the hot paths, SQLAlchemy Core for every other database and for the cold paths (loaded on first
+use)."""
 
+from emulator.storage.database import Database
 from emulator.storage.store import MappingStore
 
-__all__ = ["MappingStore"]
+__all__ = ["Database", "MappingStore"]

@@ -1,8 +1,9 @@
 """Events, device profiles, insert ids and user properties: SQLAlchemy Core, one org at a time.
 
-Shares the mapping store's engine and amplitude id counter (storage/store.py), so an event's
+Runs on the Database's engine (storage/database.py; on SQLite it shares the mapping store's one
+connection) and shares the mapping store's amplitude id counter (storage/core.py), so an event's
 user gets the same amplitude_id the User Mapping API gives it, and the ids of device profiles
-never collide with users'.
+never collide with users'. Imported on first use: the User Mapping API never needs it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Row
 
 from emulator.domain.activity import StoredEvent
 from emulator.domain.ingest import InsertKey, Kind, Named
+from emulator.storage.core import highest_amplitude_id
 from emulator.storage.schema import (
     amplitude_ids,
     device_amplitude_ids,
@@ -24,7 +26,6 @@ from emulator.storage.schema import (
     mappings,
     profiles,
 )
-from emulator.storage.store import highest_amplitude_id
 
 # Bound parameters per IN (...) list: under every database's limit.
 _CHUNK = 500
@@ -378,12 +379,3 @@ class EventStore:
         with self.engine.connect() as connection:
             total: int = connection.execute(select(func.count()).select_from(events)).scalar_one()
         return total
-
-    def clear(self, org: str | None = None) -> None:
-        """Forget events, device profiles, insert ids and properties: of one org, or of all."""
-        with self.engine.begin() as connection:
-            for table in (events, insert_ids, profiles, device_amplitude_ids):
-                statement = delete(table)
-                if org is not None:
-                    statement = statement.where(table.c.org == org)
-                connection.execute(statement)
