@@ -63,7 +63,7 @@ class Backend:
         the lock only, so it is built once."""
         from emulator.storage.events import EventStore
 
-        return EventStore(self.database.engine)
+        return EventStore(self.database)
 
     def map_batch(
         self, org: str, ops: list[MappingOp], shape_error: InvalidMapping | None = None

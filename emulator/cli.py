@@ -48,9 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"amplitude-emulator: {error}", file=sys.stderr)
         return 2
     from emulator.server import serve  # the server stack is imported only when it is needed
+    from emulator.storage.database import UnsupportedDatabase
 
     try:
         serve(settings)
+    except UnsupportedDatabase as error:
+        print(f"amplitude-emulator: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         print(
             f"amplitude-emulator: cannot listen on {settings.host}:{settings.port}: {error}",

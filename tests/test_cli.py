@@ -346,6 +346,23 @@ def test_bad_configuration_exits_2_with_one_line(
     assert message in lines[0], lines[0]
 
 
+def test_a_database_of_an_earlier_version_exits_2_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:  # the graph's table as it was, org names in every row
+        old.execute(
+            "CREATE TABLE amplitude_ids (org VARCHAR NOT NULL, user_id VARCHAR NOT NULL, "
+            "amplitude_id BIGINT NOT NULL, PRIMARY KEY (org, user_id))"
+        )
+    old.close()
+    result = run_cli(["serve", "--port", "0", "--database-url", f"sqlite:///{path}"])
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"amplitude-emulator: the database {path} was written by an ")
+
+
 def test_port_in_use_exits_1() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))

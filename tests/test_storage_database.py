@@ -23,7 +23,8 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from emulator.domain.mapping import plan_batch
 from emulator.domain.model import Map
 from emulator.storage import Database, MappingStore, core, database, sqlite_schema
-from emulator.storage.schema import mappings, metadata
+from emulator.storage.database import UnsupportedDatabase
+from emulator.storage.schema import mappings, metadata, orgs
 
 ORGS = ("org-a", "org-b")
 
@@ -62,9 +63,12 @@ def schema_of(connection: sqlite3.Connection) -> dict[tuple[str, str], str]:
     return {(kind, name): " ".join((sql or "").split()) for kind, name, sql in rows}
 
 
-def fill_every_table(connection: sqlite3.Connection, orgs: tuple[str, ...]) -> None:
+def fill_every_table(opened: Database, names: tuple[str, ...]) -> None:
     """A row per org in every table, whatever its columns (so a new table is covered too)."""
-    for number, org in enumerate(orgs, start=1):
+    connection = opened.sqlite
+    assert connection is not None
+    org_ids = [opened.ensure_org_id(name) for name in names]  # each committed on its own
+    for number, org in enumerate(org_ids, start=1):
         for table in sqlite_schema.TABLES:
             columns = connection.execute(f"PRAGMA table_info({table})").fetchall()
             values: list[Any] = []
@@ -82,9 +86,13 @@ def fill_every_table(connection: sqlite3.Connection, orgs: tuple[str, ...]) -> N
     connection.commit()
 
 
-def rows_per_table(connection: sqlite3.Connection) -> dict[str, list[str]]:
+def rows_per_table(opened: Database) -> dict[str, list[str]]:
+    """The org names of each table's rows."""
+    connection = opened.sqlite
+    assert connection is not None
+    names = opened.org_names()
     return {
-        table: sorted(org for (org,) in connection.execute(f"SELECT org FROM {table}"))
+        table: sorted(names[org] for (org,) in connection.execute(f"SELECT org FROM {table}"))
         for table in sqlite_schema.TABLES
     }
 
@@ -168,18 +176,20 @@ def test_pragmas(where: str, tmp_path: Path) -> None:
     try:
         assert opened.sqlite is not None
         pragma = {
-            name: opened.sqlite.execute(f"PRAGMA {name}").fetchone()[0]
-            for name in ("journal_mode", "synchronous", "busy_timeout", "cache_size")
+            name: (opened.sqlite.execute(f"PRAGMA {name}").fetchone() or (None,))[0]
+            for name in ("journal_mode", "synchronous", "busy_timeout", "cache_size", "mmap_size")
         }
     finally:
         opened.close()
     if where == "memory":
         assert pragma["journal_mode"] == "memory"
         assert pragma["cache_size"] == -2000  # SQLite's default
+        assert pragma["mmap_size"] is None  # nothing to map
     else:
         assert pragma["journal_mode"] == "wal"
         assert pragma["synchronous"] == 1  # NORMAL
-        assert pragma["cache_size"] == -32 * 1024
+        assert pragma["cache_size"] == -8 * 1024
+        assert pragma["mmap_size"] == 256 * 1024 * 1024
     assert pragma["busy_timeout"] == 5000
 
 
@@ -192,7 +202,8 @@ def test_the_checked_in_ddl_is_schema_py_compiled() -> None:
         "emulator/storage/schema.py changed: paste this as DDL in "
         f'emulator/storage/sqlite_schema.py:\n\nDDL = """\\\n{expected}"""\n'
     )
-    assert tuple(table.name for table in metadata.sorted_tables) == sqlite_schema.TABLES
+    data_tables = tuple(table.name for table in metadata.sorted_tables if table is not orgs)
+    assert data_tables == sqlite_schema.TABLES
 
 
 def test_the_ddl_makes_what_create_all_makes(tmp_path: Path) -> None:
@@ -214,8 +225,9 @@ def test_a_database_file_made_by_create_all_opens_unchanged(tmp_path: Path) -> N
     engine = create_engine(url)
     metadata.create_all(engine)
     with engine.begin() as connection:
-        connection.execute(insert(mappings), [{"org": "o", "user_id": "a", "global_user_id": "b"}])
-        connection.exec_driver_sql("INSERT INTO amplitude_ids VALUES ('o', 'a', 1), ('o', 'b', 2)")
+        connection.execute(insert(orgs), [{"id": 1, "name": "o"}])
+        connection.execute(insert(mappings), [{"org": 1, "user_id": "a", "global_user_id": "b"}])
+        connection.exec_driver_sql("INSERT INTO amplitude_ids VALUES (1, 'a', 1), (1, 'b', 2)")
     engine.dispose()
     with sqlite3.connect(tmp_path / "old.db") as before:
         schema = schema_of(before)
@@ -232,30 +244,72 @@ def test_a_database_file_made_by_create_all_opens_unchanged(tmp_path: Path) -> N
         reopened.close()
 
 
+def test_a_database_of_an_earlier_version_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """Earlier versions keyed every row by the org's name; such a file is not read as ids."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE amplitude_ids (org VARCHAR NOT NULL, user_id VARCHAR NOT NULL, "
+            "amplitude_id BIGINT NOT NULL, PRIMARY KEY (org, user_id))"
+        )
+        old.execute("INSERT INTO amplitude_ids VALUES ('org-a', 'u', 1)")
+    old.close()
+    with pytest.raises(UnsupportedDatabase, match="earlier version of the emulator"):
+        Database(f"sqlite:///{path}")
+    with sqlite3.connect(path) as old:
+        assert old.execute("SELECT * FROM amplitude_ids").fetchall() == [("org-a", "u", 1)]
+        tables = {name for (name,) in old.execute("SELECT name FROM sqlite_master")}
+    old.close()
+    assert "orgs" not in tables
+
+
+def test_rows_name_orgs_by_id_and_ids_are_never_reused(memory_database: Database) -> None:
+    store = MappingStore(memory_database)
+    for org in ("0123456789abcdef0123456789abcdef", "org-b"):
+        with store.write(org) as transaction:
+            transaction.apply(plan_batch([Map("u", "g")], transaction), amplitude_id_base=1)
+    connection = memory_database.sqlite
+    assert connection is not None
+    assert connection.execute("SELECT DISTINCT org FROM mappings ORDER BY org").fetchall() == [
+        (1,),
+        (2,),
+    ]
+    memory_database.clear()
+    with store.write("org-c") as transaction:
+        transaction.apply(plan_batch([Map("u", "g")], transaction), amplitude_id_base=1)
+    assert memory_database.org_names() == {
+        1: "0123456789abcdef0123456789abcdef",
+        2: "org-b",
+        3: "org-c",
+    }
+    assert set(store.dump()) == {"org-c"}
+
+
 # --- clearing --------------------------------------------------------------------------------
 
 
 def clear_with_sqlalchemy(opened: Database, org: str | None) -> None:
-    core.clear(opened.engine, org)  # what Database.clear runs on other databases
+    # What Database.clear runs on other databases.
+    core.clear(opened.engine, None if org is None else opened.org_id(org))
 
 
 @pytest.mark.parametrize("clear", [Database.clear, clear_with_sqlalchemy])
 def test_clear_one_org_then_all(clear: Any, memory_database: Database) -> None:
-    connection = memory_database.sqlite
-    assert connection is not None
-    fill_every_table(connection, ORGS)
-    assert rows_per_table(connection) == {table: list(ORGS) for table in sqlite_schema.TABLES}
+    fill_every_table(memory_database, ORGS)
+    assert rows_per_table(memory_database) == {table: list(ORGS) for table in sqlite_schema.TABLES}
     clear(memory_database, "org-a")
-    assert rows_per_table(connection) == {table: ["org-b"] for table in sqlite_schema.TABLES}
+    assert rows_per_table(memory_database) == {table: ["org-b"] for table in sqlite_schema.TABLES}
     clear(memory_database, None)
-    assert rows_per_table(connection) == {table: [] for table in sqlite_schema.TABLES}
+    assert rows_per_table(memory_database) == {table: [] for table in sqlite_schema.TABLES}
+    # The orgs keep their ids: an id is never given to another org.
+    assert memory_database.org_names() == {1: "org-a", 2: "org-b"}
 
 
 @pytest.mark.parametrize("org", ["org-a", None])
 def test_clear_is_one_transaction(org: str | None, memory_database: Database) -> None:
     connection = memory_database.sqlite
     assert connection is not None
-    fill_every_table(connection, ORGS)
+    fill_every_table(memory_database, ORGS)
     last = sqlite_schema.TABLES[-1]
     connection.execute(
         f"CREATE TRIGGER refuse BEFORE DELETE ON {last} BEGIN SELECT RAISE(ABORT, 'no'); END"
@@ -263,7 +317,7 @@ def test_clear_is_one_transaction(org: str | None, memory_database: Database) ->
     with pytest.raises(sqlite3.IntegrityError):
         memory_database.clear(org)
     # The tables emptied before the refusal are whole again.
-    assert rows_per_table(connection) == {table: list(ORGS) for table in sqlite_schema.TABLES}
+    assert rows_per_table(memory_database) == {table: list(ORGS) for table in sqlite_schema.TABLES}
     assert not connection.in_transaction
 
 

@@ -21,11 +21,12 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.elements import BindParameter
 
 from emulator.storage.database import SqliteTarget, apply_pragmas, connect_options
-from emulator.storage.schema import amplitude_ids, device_amplitude_ids, mappings, metadata
+from emulator.storage.schema import amplitude_ids, device_amplitude_ids, mappings, metadata, orgs
 from emulator.storage.store import (
     IdRow,
     MappingRow,
@@ -86,23 +87,48 @@ def shared_engine(connection: sqlite3.Connection) -> Engine:
     return create_engine("sqlite://", creator=lambda: connection, poolclass=StaticPool)
 
 
-def delete_rows(connection: Connection, org: str | None) -> None:
-    """Delete every table's rows of `org`, or all rows, inside the caller's transaction."""
+def delete_rows(connection: Connection, org: int | None) -> None:
+    """Delete every table's rows of the org with id `org`, or all rows, inside the caller's
+    transaction. The orgs themselves stay (storage/database.py)."""
     for table in metadata.sorted_tables:
+        if table is orgs:
+            continue
         statement = delete(table)
         if org is not None:
             statement = statement.where(table.c.org == org)
         connection.execute(statement)
 
 
-def clear(engine: Engine, org: str | None) -> None:
+def clear(engine: Engine, org: int | None) -> None:
     with engine.begin() as connection:
         delete_rows(connection, org)
 
 
+def org_id(engine: Engine, name: str) -> int | None:
+    with engine.connect() as connection:
+        found: int | None = connection.execute(
+            select(orgs.c.id).where(orgs.c.name == name)
+        ).scalar_one_or_none()
+    return found
+
+
+def add_org(engine: Engine, name: str) -> None:
+    """Give the org an id; another process may have done so first (its id stands)."""
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert(orgs), {"name": name})
+    except IntegrityError:
+        pass
+
+
+def org_names(engine: Engine) -> dict[int, str]:
+    with engine.connect() as connection:
+        return {row.id: row.name for row in connection.execute(select(orgs.c.id, orgs.c.name))}
+
+
 # --- the graph's statements ---------------------------------------------------------------------
 
-_ORG: BindParameter[str] = bindparam("org")
+_ORG: BindParameter[int] = bindparam("org")
 _IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
 _GLOBALS_OF = select(mappings.c.user_id, mappings.c.global_user_id).where(
     mappings.c.org == _ORG, mappings.c.user_id.in_(_IDS)
@@ -151,7 +177,7 @@ def _driver_sqlite(connection: Connection) -> sqlite3.Connection | None:
     return driver if isinstance(driver, sqlite3.Connection) else None
 
 
-def highest_amplitude_id(connection: Connection, org: str) -> int | None:
+def highest_amplitude_id(connection: Connection, org: int) -> int | None:
     """The org's highest amplitude id so far: users' and device profiles' share one counter."""
     driver = _driver_sqlite(connection)
     if driver is not None:
@@ -168,21 +194,21 @@ class CoreStatements:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
 
-    def _ids(self, statement: Any, org: str, user_ids: Sequence[str]) -> Any:
+    def _ids(self, statement: Any, org: int, user_ids: Sequence[str]) -> Any:
         return self._connection.execute(statement, {"org": org, "ids": user_ids})
 
-    def globals_of(self, org: str, user_ids: Sequence[str]) -> Iterable[tuple[str, str]]:
+    def globals_of(self, org: int, user_ids: Sequence[str]) -> Iterable[tuple[str, str]]:
         rows: Iterable[tuple[str, str]] = self._ids(_GLOBALS_OF, org, user_ids)
         return rows
 
-    def known_ids(self, org: str, user_ids: Sequence[str]) -> Iterable[tuple[str]]:
+    def known_ids(self, org: int, user_ids: Sequence[str]) -> Iterable[tuple[str]]:
         rows: Iterable[tuple[str]] = self._ids(_KNOWN_IDS, org, user_ids)
         return rows
 
-    def unmap(self, org: str, user_ids: Sequence[str]) -> None:
+    def unmap(self, org: int, user_ids: Sequence[str]) -> None:
         self._ids(_UNMAP, org, user_ids)
 
-    def highest_amplitude_id(self, org: str) -> int | None:
+    def highest_amplitude_id(self, org: int) -> int | None:
         return highest_amplitude_id(self._connection, org)
 
     def insert_ids(self, rows: Sequence[IdRow]) -> None:
@@ -195,7 +221,7 @@ class CoreStatements:
             _INSERT_MAPPINGS, [dict(zip(keys, row, strict=True)) for row in rows]
         )
 
-    def read_rows(self, org: str, user_ids: Sequence[str]) -> Iterator[ReadRow]:
+    def read_rows(self, org: int, user_ids: Sequence[str]) -> Iterator[ReadRow]:
         for user_id, amplitude_id in self._ids(_READ_IDS, org, user_ids):
             yield 0, user_id, None, amplitude_id
         for user_id, global_user_id, amplitude_id in self._ids(_READ_TO, org, user_ids):

@@ -12,12 +12,13 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.engine import Row
 
 from emulator.domain.activity import StoredEvent
 from emulator.domain.ingest import InsertKey, Kind, Named
 from emulator.storage.core import highest_amplitude_id
+from emulator.storage.database import Database
 from emulator.storage.schema import (
     amplitude_ids,
     device_amplitude_ids,
@@ -51,7 +52,7 @@ def _id_table(kind: Kind) -> tuple[Any, Any]:
 class EventTransaction:
     """One org's event data inside an open transaction."""
 
-    def __init__(self, connection: Connection, org: str) -> None:
+    def __init__(self, connection: Connection, org: int) -> None:
         self._connection = connection
         self._org = org
 
@@ -208,7 +209,7 @@ def _stored(row: Row[Any]) -> StoredEvent:
 class EventReader:
     """Read-only queries on one org's events, identities and properties; an IdentityGraph."""
 
-    def __init__(self, connection: Connection, org: str) -> None:
+    def __init__(self, connection: Connection, org: int) -> None:
         self._connection = connection
         self._org = org
 
@@ -360,19 +361,23 @@ class EventStore:
     """Events and identities of every org, on the mapping store's engine. Callers serialise
     writes (see Backend)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self.engine = database.engine
 
     @contextmanager
     def write(self, org: str) -> Iterator[EventTransaction]:
         """A transaction: committed when the block ends, rolled back on error."""
+        org_id = self._database.ensure_org_id(org)
         with self.engine.begin() as connection:
-            yield EventTransaction(connection, org)
+            yield EventTransaction(connection, org_id)
 
     @contextmanager
     def read(self, org: str) -> Iterator[EventReader]:
+        org_id = self._database.org_id(org)
         with self.engine.connect() as connection:
-            yield EventReader(connection, org)
+            # An org that never stored anything reads as empty: no org has the id 0.
+            yield EventReader(connection, 0 if org_id is None else org_id)
 
     def counts(self) -> int:
         """How many events the database holds."""

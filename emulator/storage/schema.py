@@ -1,4 +1,4 @@
-"""Tables, in portable SQL: every row is keyed by the org it belongs to."""
+"""Tables, in portable SQL: every row is keyed by the org it belongs to (its id in `orgs`)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,24 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# Each org once, by name; every other table names an org by its id here (its column `org`). Org
+# names are api keys in the permissive mode, 32 characters that every row and index entry of the
+# graph repeated: a graph of a million mappings took 254 MB on SQLite, 92 MB with ids, and reads
+# of a large graph go to the disk that much less (docs/performance.md). Ids are never reused:
+# clearing the data keeps the orgs.
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String, nullable=False, unique=True),
+)
+
+
+# The `org` column of every other table: the org's id in `orgs`.
+def _org_column(**options: Any) -> Column[int]:
+    return Column("org", Integer, nullable=False, **options)
+
+
 # SQLite: the rows of the hot tables live in their primary key's B-tree (WITHOUT ROWID), not in
 # a rowid table beside it; a mapping then writes four B-trees instead of six, and a graph takes
 # less room (docs/performance.md). Other databases ignore the option.
@@ -27,7 +45,7 @@ _CLUSTERED: dict[str, Any] = {"sqlite_with_rowid": False}
 amplitude_ids = Table(
     "amplitude_ids",
     metadata,
-    Column("org", String, primary_key=True),
+    _org_column(primary_key=True),
     Column("user_id", String, primary_key=True),
     Column("amplitude_id", BigInteger, nullable=False),
     UniqueConstraint("org", "amplitude_id", name="uq_amplitude_ids_org_amplitude_id"),
@@ -38,7 +56,7 @@ amplitude_ids = Table(
 mappings = Table(
     "mappings",
     metadata,
-    Column("org", String, primary_key=True),
+    _org_column(primary_key=True),
     Column("user_id", String, primary_key=True),
     Column("global_user_id", String, nullable=False),
     Index("ix_mappings_org_global_user_id", "org", "global_user_id"),
@@ -52,7 +70,7 @@ mappings = Table(
 device_amplitude_ids = Table(
     "device_amplitude_ids",
     metadata,
-    Column("org", String, primary_key=True),
+    _org_column(primary_key=True),
     Column("device_id", String, primary_key=True),
     Column("amplitude_id", BigInteger, nullable=False),
     UniqueConstraint("org", "amplitude_id", name="uq_device_amplitude_ids_org_amplitude_id"),
@@ -66,7 +84,7 @@ events = Table(
     Column(
         "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     ),
-    Column("org", String, nullable=False),
+    _org_column(),
     Column("project", String, nullable=False),
     Column("amplitude_id", BigInteger, nullable=False),  # of the user (or device) that fired it
     Column("user_id", String),
@@ -87,7 +105,7 @@ events = Table(
 insert_ids = Table(
     "insert_ids",
     metadata,
-    Column("org", String, primary_key=True),
+    _org_column(primary_key=True),
     Column("project", String, primary_key=True),
     Column("scope", String, primary_key=True),
     Column("insert_id", String, primary_key=True),
@@ -98,7 +116,7 @@ insert_ids = Table(
 profiles = Table(
     "profiles",
     metadata,
-    Column("org", String, primary_key=True),
+    _org_column(primary_key=True),
     Column("amplitude_id", BigInteger, primary_key=True),
     Column("properties", JSON, nullable=False),
 )

@@ -10,7 +10,8 @@ the two differ. IF NOT EXISTS everywhere, so a database file made before (by SQL
 
 from __future__ import annotations
 
-# The tables, in `metadata.sorted_tables` order; every one has an `org` column.
+# The tables of data, in `metadata.sorted_tables` order; every one has an `org` column (the
+# org's id). `orgs` itself is not among them: clearing data keeps the orgs and their ids.
 TABLES: tuple[str, ...] = (
     "amplitude_ids",
     "device_amplitude_ids",
@@ -22,7 +23,7 @@ TABLES: tuple[str, ...] = (
 
 DDL = """\
 CREATE TABLE IF NOT EXISTS amplitude_ids (
-    org VARCHAR NOT NULL,
+    org INTEGER NOT NULL,
     user_id VARCHAR NOT NULL,
     amplitude_id BIGINT NOT NULL,
     PRIMARY KEY (org, user_id),
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS amplitude_ids (
  WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS device_amplitude_ids (
-    org VARCHAR NOT NULL,
+    org INTEGER NOT NULL,
     device_id VARCHAR NOT NULL,
     amplitude_id BIGINT NOT NULL,
     PRIMARY KEY (org, device_id),
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS device_amplitude_ids (
 
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER NOT NULL,
-    org VARCHAR NOT NULL,
+    org INTEGER NOT NULL,
     project VARCHAR NOT NULL,
     amplitude_id BIGINT NOT NULL,
     user_id VARCHAR,
@@ -60,7 +61,7 @@ CREATE INDEX IF NOT EXISTS ix_events_org_device_id ON events (org, device_id);
 CREATE INDEX IF NOT EXISTS ix_events_org_user_id ON events (org, user_id);
 
 CREATE TABLE IF NOT EXISTS insert_ids (
-    org VARCHAR NOT NULL,
+    org INTEGER NOT NULL,
     project VARCHAR NOT NULL,
     scope VARCHAR NOT NULL,
     insert_id VARCHAR NOT NULL,
@@ -69,7 +70,7 @@ CREATE TABLE IF NOT EXISTS insert_ids (
 );
 
 CREATE TABLE IF NOT EXISTS mappings (
-    org VARCHAR NOT NULL,
+    org INTEGER NOT NULL,
     user_id VARCHAR NOT NULL,
     global_user_id VARCHAR NOT NULL,
     PRIMARY KEY (org, user_id)
@@ -78,8 +79,15 @@ CREATE TABLE IF NOT EXISTS mappings (
 
 CREATE INDEX IF NOT EXISTS ix_mappings_org_global_user_id ON mappings (org, global_user_id);
 
+CREATE TABLE IF NOT EXISTS orgs (
+    id INTEGER NOT NULL,
+    name VARCHAR NOT NULL,
+    PRIMARY KEY (id),
+    UNIQUE (name)
+);
+
 CREATE TABLE IF NOT EXISTS profiles (
-    org VARCHAR NOT NULL,
+    org INTEGER NOT NULL,
     amplitude_id BIGINT NOT NULL,
     properties JSON NOT NULL,
     PRIMARY KEY (org, amplitude_id)

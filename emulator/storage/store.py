@@ -29,9 +29,10 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start : start + _CHUNK]
 
 
-# Rows: (org, user_id, amplitude_id) and (org, user_id, global_user_id).
-IdRow = tuple[str, str, int]
-MappingRow = tuple[str, str, str]
+# Rows: (org, user_id, amplitude_id) and (org, user_id, global_user_id); `org` is the org's id
+# (storage/schema.py). Statements take org ids; MappingStore takes org names.
+IdRow = tuple[int, str, int]
+MappingRow = tuple[int, str, str]
 # A read's rows: (0, user, None, its amplitude_id) for a user's own id, (1, user, its global,
 # the global's id) and (2, global, a user mapped into it, the user's id) for its edges.
 ReadRow = tuple[int, str, str | None, int]
@@ -45,17 +46,17 @@ class GraphStatements(Protocol):
     # changed user first and the new rows are inserted.
     upserts: bool
 
-    def globals_of(self, org: str, user_ids: Sequence[str]) -> Iterable[tuple[str, str]]:
+    def globals_of(self, org: int, user_ids: Sequence[str]) -> Iterable[tuple[str, str]]:
         """(user_id, global_user_id) of the users that have a global."""
         ...
 
-    def known_ids(self, org: str, user_ids: Sequence[str]) -> Iterable[tuple[str]]:
+    def known_ids(self, org: int, user_ids: Sequence[str]) -> Iterable[tuple[str]]:
         """(user_id,) of the users that have an amplitude id."""
         ...
 
-    def unmap(self, org: str, user_ids: Sequence[str]) -> None: ...
+    def unmap(self, org: int, user_ids: Sequence[str]) -> None: ...
 
-    def highest_amplitude_id(self, org: str) -> int | None:
+    def highest_amplitude_id(self, org: int) -> int | None:
         """The org's highest amplitude id so far (users' and device profiles')."""
         ...
 
@@ -63,7 +64,7 @@ class GraphStatements(Protocol):
 
     def upsert_mappings(self, rows: Sequence[MappingRow]) -> None: ...
 
-    def read_rows(self, org: str, user_ids: Sequence[str]) -> Iterable[ReadRow]: ...
+    def read_rows(self, org: int, user_ids: Sequence[str]) -> Iterable[ReadRow]: ...
 
     def amplitude_id_rows(self) -> Iterable[IdRow]:
         """Every org's amplitude ids, by org, then amplitude id."""
@@ -82,7 +83,7 @@ class GraphStatements(Protocol):
         ...
 
 
-# --- the statements as SQLite text; ?1 is the org, ?2... the ids -------------------------------
+# --- the statements as SQLite text; ?1 is the org's id, ?2... the ids --------------------------
 
 _SQLITE_HIGHEST = (
     "SELECT max(amplitude_id) FROM ("
@@ -142,7 +143,7 @@ def _sqlite_read(count: int) -> str:
     )
 
 
-def sqlite_highest_amplitude_id(connection: sqlite3.Connection, org: str) -> int | None:
+def sqlite_highest_amplitude_id(connection: sqlite3.Connection, org: int) -> int | None:
     """The org's highest amplitude id so far: users' and device profiles' share one counter."""
     highest: int | None = connection.execute(_SQLITE_HIGHEST, (org,)).fetchone()[0]
     return highest
@@ -156,16 +157,16 @@ class SqliteStatements:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
 
-    def globals_of(self, org: str, user_ids: Sequence[str]) -> Iterable[tuple[str, str]]:
+    def globals_of(self, org: int, user_ids: Sequence[str]) -> Iterable[tuple[str, str]]:
         return self._connection.execute(_sqlite_globals_of(len(user_ids)), (org, *user_ids))
 
-    def known_ids(self, org: str, user_ids: Sequence[str]) -> Iterable[tuple[str]]:
+    def known_ids(self, org: int, user_ids: Sequence[str]) -> Iterable[tuple[str]]:
         return self._connection.execute(_sqlite_known_ids(len(user_ids)), (org, *user_ids))
 
-    def unmap(self, org: str, user_ids: Sequence[str]) -> None:
+    def unmap(self, org: int, user_ids: Sequence[str]) -> None:
         self._connection.execute(_sqlite_unmap(len(user_ids)), (org, *user_ids))
 
-    def highest_amplitude_id(self, org: str) -> int | None:
+    def highest_amplitude_id(self, org: int) -> int | None:
         return sqlite_highest_amplitude_id(self._connection, org)
 
     def insert_ids(self, rows: Sequence[IdRow]) -> None:
@@ -174,7 +175,7 @@ class SqliteStatements:
     def upsert_mappings(self, rows: Sequence[MappingRow]) -> None:
         self._connection.executemany(_SQLITE_INSERT_MAPPINGS, rows)
 
-    def read_rows(self, org: str, user_ids: Sequence[str]) -> Iterable[ReadRow]:
+    def read_rows(self, org: int, user_ids: Sequence[str]) -> Iterable[ReadRow]:
         return self._connection.execute(_sqlite_read(len(user_ids)), (org, *user_ids))
 
     def amplitude_id_rows(self) -> Iterable[IdRow]:
@@ -195,7 +196,7 @@ class SqliteStatements:
 class OrgTransaction:
     """One org's graph inside an open transaction; the domain's MappingGraph."""
 
-    def __init__(self, statements: GraphStatements, org: str) -> None:
+    def __init__(self, statements: GraphStatements, org: int) -> None:
         self._statements = statements
         self._org = org
 
@@ -252,7 +253,7 @@ def _by_amplitude_id(edge: Edge) -> int:
 def _read_into(
     result: dict[str, UserMappings],
     statements: GraphStatements,
-    org: str,
+    org: int,
     user_ids: Sequence[str],
 ) -> None:
     for chunk in _chunks(user_ids):
@@ -305,17 +306,21 @@ class MappingStore:
     @contextmanager
     def write(self, org: str) -> Iterator[OrgTransaction]:
         """A transaction on `org`'s graph: committed when the block ends, rolled back on error."""
+        org_id = self._database.ensure_org_id(org)
         with self._writing() as statements:
-            yield OrgTransaction(statements, org)
+            yield OrgTransaction(statements, org_id)
 
     def read(self, org: str, user_ids: Sequence[str]) -> dict[str, UserMappings]:
         """Direct edges of each requested user, in request order (spec section 4)."""
         result = {user_id: UserMappings() for user_id in user_ids}
+        org_id = self._database.org_id(org)
+        if org_id is None:  # nothing was ever stored for the org
+            return result
         if self._sqlite is not None:  # the hot path: no context manager around it
-            _read_into(result, self._sqlite, org, user_ids)
+            _read_into(result, self._sqlite, org_id, user_ids)
         else:
             with self._reading() as statements:
-                _read_into(result, statements, org, user_ids)
+                _read_into(result, statements, org_id, user_ids)
         # No ORDER BY in the statements: a database may then walk the whole org in amplitude_id
         # order to avoid a sort (SQLite does); each list of edges is sorted here instead.
         for mappings_of_user in result.values():
@@ -325,12 +330,13 @@ class MappingStore:
 
     def dump(self) -> dict[str, OrgGraph]:
         """Every org's whole graph."""
+        names = self._database.org_names()
         graphs: dict[str, OrgGraph] = {}
         with self._reading() as statements:
             for org, user_id, amplitude_id in statements.amplitude_id_rows():
-                graphs.setdefault(org, OrgGraph()).amplitude_ids[user_id] = amplitude_id
+                graphs.setdefault(names[org], OrgGraph()).amplitude_ids[user_id] = amplitude_id
             for org, user_id, global_user_id in statements.mapping_rows():
-                graphs.setdefault(org, OrgGraph()).mappings[user_id] = global_user_id
+                graphs.setdefault(names[org], OrgGraph()).mappings[user_id] = global_user_id
         return graphs
 
     def counts(self) -> tuple[int, int, int]:
@@ -342,15 +348,16 @@ class MappingStore:
         """Make the database hold exactly `graphs`, in one transaction: every table emptied
         (events, device profiles, insert ids and properties are not in a graph), then the
         graphs' amplitude ids and mappings inserted."""
+        org_ids = {org: self._database.ensure_org_id(org) for org in graphs}
         with self._writing() as statements:
             statements.clear()
             id_rows = [
-                (org, user_id, amplitude_id)
+                (org_ids[org], user_id, amplitude_id)
                 for org, graph in graphs.items()
                 for user_id, amplitude_id in graph.amplitude_ids.items()
             ]
             mapping_rows = [
-                (org, user_id, global_user_id)
+                (org_ids[org], user_id, global_user_id)
                 for org, graph in graphs.items()
                 for user_id, global_user_id in graph.mappings.items()
             ]
