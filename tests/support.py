@@ -101,13 +101,14 @@ class Emulator:
         return self.host, self.port
 
     def memory_kb(self) -> dict[str, int]:
-        """VmRSS and VmHWM (peak resident size) of the server process, in kB."""
+        """VmRSS, VmHWM (peak resident size) and RssAnon (resident memory that is not a file's:
+        a file database's memory-mapped pages are not in it) of the server process, in kB."""
         values: dict[str, int] = {}
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
+            if name in ("VmRSS", "VmHWM", "RssAnon"):
                 values[name] = int(value.split()[0])
-        assert set(values) == {"VmRSS", "VmHWM"}, values
+        assert set(values) == {"VmRSS", "VmHWM", "RssAnon"}, values
         return values
 
 
