@@ -97,7 +97,8 @@ def markdown(
         "uvicorn's defaults without importing the emulator (`--uvicorn-defaults`), as a bare "
         "FastAPI app starts. The fixture figure is the setup time of the first test in a fresh "
         "`pytest` process using the `amplitude_emulator` fixture.",
-        "- **Memory** is the server process's `VmRSS` (a file database's memory-mapped pages included).",
+        "- **Memory** is the server process's `VmRSS` (a file database's memory-mapped pages "
+        "included).",
         "- The machine is shared: other jobs ran during the measurements (load average below), "
         "so absolute numbers are noisy; same-run ratios and medians are what to compare.",
         "",

@@ -26,17 +26,33 @@ class StallGuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._stall_timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0  # loop time the connection opened or last finished an answer
+        self._close_after_answer = False  # the client shut its sending side mid-request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         self._idle_since = self.loop.time()
         self._arm_stall_timer(self.limits.body_timeout_seconds)
 
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        # A client may shut its sending side once its request is out (shutdown(SHUT_WR), `nc
+        # -N`) and still read the answer. Returning None lets asyncio close the connection at
+        # once (uvicorn's way), dropping an answer still being made, such as a batch waiting for
+        # its commit (emulator/group_commit.py): keep it open until that answer is complete.
+        # A request that is not whole never will be: that client is gone, as before.
+        request_whole = self.conn.their_state in (h11.DONE, h11.MUST_CLOSE)
+        if request_whole and self.cycle is not None and not self.cycle.response_complete:
+            self._close_after_answer = True
+            return True
+        return None
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
         # Only the deadline moves: the timer, when it comes, waits out the rest. Cancelling and
         # arming a timer for every answer cost a few percent of a keep-alive request.
         self._idle_since = self.loop.time()
+        # The client sends no more: close, unless a request it pipelined before is now started.
+        if self._close_after_answer and self.cycle.response_complete:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._stall_timer is not None:

@@ -304,11 +304,34 @@ class MappingStore:
             yield CoreStatements(connection)
 
     @contextmanager
-    def write(self, org: str) -> Iterator[OrgTransaction]:
-        """A transaction on `org`'s graph: committed when the block ends, rolled back on error."""
+    def write(self, org: str, *, commit: bool = True) -> Iterator[OrgTransaction]:
+        """A transaction on `org`'s graph: committed when the block ends, rolled back on error.
+
+        `commit=False`, on SQLite: the block joins the open transaction (opening one) and leaves
+        it open, for commit_open() or rollback_open(), error or not: batches then share one
+        commit (emulator/group_commit.py). Other databases commit when the block ends.
+        """
+        connection = self._database.sqlite
+        if commit or self._sqlite is None or connection is None:
+            org_id = self._database.ensure_org_id(org)
+            with self._writing() as statements:
+                yield OrgTransaction(statements, org_id)
+            return
+        if connection.in_transaction and self._database.org_id(org) is None:
+            connection.commit()  # an org gets its id outside any transaction
         org_id = self._database.ensure_org_id(org)
-        with self._writing() as statements:
-            yield OrgTransaction(statements, org_id)
+        if not connection.in_transaction:
+            connection.execute("BEGIN")
+        yield OrgTransaction(self._sqlite, org_id)
+
+    def commit_open(self) -> None:
+        """Commit what `write(commit=False)` left open (nothing open: nothing to do)."""
+        if self._sqlite is not None and self._database.sqlite is not None:
+            self._database.sqlite.commit()
+
+    def rollback_open(self) -> None:
+        if self._sqlite is not None and self._database.sqlite is not None:
+            self._database.sqlite.rollback()
 
     def read(self, org: str, user_ids: Sequence[str]) -> dict[str, UserMappings]:
         """Direct edges of each requested user, in request order (spec section 4)."""

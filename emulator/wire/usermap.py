@@ -43,7 +43,7 @@ async def usermap(request: Request) -> Response:
             if error.index is None:  # not an array of objects at all
                 raise
             ops, shape_error = error.ops_before, error
-        backend.map_batch(project.org, ops, shape_error)
+        await backend.map_batch(project.org, ops, shape_error)
     except MappingNotJson as error:
         raise Refusal(
             400,
