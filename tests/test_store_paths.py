@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from emulator.domain.mapping import MappingCycle, plan_batch
-from emulator.domain.model import Map, MappingOp, OrgGraph, Unmap
+from emulator.domain.model import Edge, Map, MappingOp, OrgGraph, Unmap
 from emulator.storage import Database, MappingStore
+from emulator.storage.store import _sqlite_read
 
 # Awkward ids too: NUL, astral characters, quotes, and ones that look like numbers or JSON.
 ODD_IDS = ["a\x00b", "😀", 'q"uote', "1", "null", "[1]", "é", " "]
@@ -126,3 +127,29 @@ def test_sqlite_keeps_the_graph_in_its_primary_keys(where: str, tmp_path: Path) 
     assert "WITHOUT ROWID" in ddl["mappings"]
     assert "WITHOUT ROWID" in ddl["amplitude_ids"]
     assert "WITHOUT ROWID" not in ddl["events"]
+
+
+@pytest.mark.parametrize("count", [1, 2, 100, 500])
+def test_a_read_looks_each_id_up_and_never_walks_an_org(count: int) -> None:
+    """Every table in the read's plan is searched on its whole key (org and id): a plan that
+    searched on the org alone would read the org's whole index, O(graph) per read."""
+    database = Database("sqlite://")
+    store = MappingStore(database)
+    ops: list[MappingOp] = [Map(f"u{n}", f"g{n // 2}") for n in range(2 * count)]
+    assert apply(store, "org", ops) == "ok"
+    connection = database.sqlite
+    assert connection is not None
+    ids = [f"u{n}" for n in range(count)]
+    plan = [
+        detail
+        for *_, detail in connection.execute(f"EXPLAIN QUERY PLAN {_sqlite_read(count)}", (1, *ids))
+    ]
+    lookups = [detail for detail in plan if " AS " in detail or detail.startswith("SEARCH")]
+    searches = [detail for detail in plan if detail.startswith("SEARCH")]
+    assert len(searches) == 5, plan  # own ids; mapped_to and its id; mapped_from and its id
+    assert all(
+        detail.endswith(("(org=? AND user_id=?)", "(org=? AND global_user_id=?)"))
+        for detail in searches
+    ), plan
+    assert not [detail for detail in lookups if detail.startswith("SCAN") and "ids" not in detail]
+    assert store.read("org", [*ids, ids[0]])["u0"].mapped_to == [Edge("g0", 2)]

