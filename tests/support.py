@@ -16,6 +16,7 @@ import re
 import select
 import selectors
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -338,3 +339,16 @@ def http_request(
     if close:
         lines.append(b"Connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def write_pre_org_id_database(path: Path) -> Path:
+    """A SQLite file as emulators before org ids left it: the graph's table with the org's name
+    in every row (one row: org-a's user u, amplitude id 1)."""
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE amplitude_ids (org VARCHAR NOT NULL, user_id VARCHAR NOT NULL, "
+            "amplitude_id BIGINT NOT NULL, PRIMARY KEY (org, user_id))"
+        )
+        old.execute("INSERT INTO amplitude_ids VALUES ('org-a', 'u', 1)")
+    old.close()
+    return path

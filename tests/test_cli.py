@@ -23,7 +23,7 @@ import pytest
 
 from emulator import __version__
 from tests.conftest import contract_environment
-from tests.support import start_listening
+from tests.support import start_listening, write_pre_org_id_database
 
 ENV_PREFIX = "AMPLITUDE_EMULATOR_"
 START_TIMEOUT = 30.0
@@ -297,6 +297,18 @@ BAD_CONFIGS: dict[str, str] = {
 }
 
 
+def refusal_line(result: subprocess.CompletedProcess[str], returncode: int) -> str:
+    """The one line a refused start prints: exit `returncode`, no traceback, nothing claimed on
+    stdout (it never listened), one line on stderr naming the command."""
+    assert result.returncode == returncode, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("amplitude-emulator: "), lines[0]
+    return lines[0]
+
+
 @pytest.mark.parametrize(
     ("case", "args", "variables", "message"),
     [
@@ -337,30 +349,15 @@ def test_bad_configuration_exits_2_with_one_line(
         ["serve", "--port", "0", *(fill(arg) for arg in args)],
         env=environment(**{name: fill(value) for name, value in variables.items()}),
     )
-    assert result.returncode == 2, (case, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""  # it never claimed to listen
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("amplitude-emulator: ")
-    assert message in lines[0], lines[0]
+    line = refusal_line(result, 2)
+    assert message in line, (case, line)
 
 
 def test_a_database_of_an_earlier_version_exits_2_with_one_line(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as old:  # the graph's table as it was, org names in every row
-        old.execute(
-            "CREATE TABLE amplitude_ids (org VARCHAR NOT NULL, user_id VARCHAR NOT NULL, "
-            "amplitude_id BIGINT NOT NULL, PRIMARY KEY (org, user_id))"
-        )
-    old.close()
+    path = write_pre_org_id_database(tmp_path / "old.db")
     result = run_cli(["serve", "--port", "0", "--database-url", f"sqlite:///{path}"])
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"amplitude-emulator: the database {path} was written by an ")
+    line = refusal_line(result, 2)
+    assert line.startswith(f"amplitude-emulator: the database {path} was written by an "), line
 
 
 def test_port_in_use_exits_1() -> None:
@@ -369,13 +366,9 @@ def test_port_in_use_exits_1() -> None:
         taken.listen(1)
         port = taken.getsockname()[1]
         result = run_cli(["serve", "--port", str(port)], command=console_script())
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"amplitude-emulator: cannot listen on 127.0.0.1:{port}")
-    assert "in use" in lines[0].lower()
+    line = refusal_line(result, 1)
+    assert line.startswith(f"amplitude-emulator: cannot listen on 127.0.0.1:{port}"), line
+    assert "in use" in line.lower()
 
 
 # --- storage -----------------------------------------------------------------------------

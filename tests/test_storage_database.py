@@ -25,6 +25,7 @@ from emulator.domain.model import Map
 from emulator.storage import Database, MappingStore, core, database, sqlite_schema
 from emulator.storage.database import UnsupportedDatabase
 from emulator.storage.schema import mappings, metadata, orgs
+from tests.support import write_pre_org_id_database
 
 ORGS = ("org-a", "org-b")
 
@@ -246,14 +247,7 @@ def test_a_database_file_made_by_create_all_opens_unchanged(tmp_path: Path) -> N
 
 def test_a_database_of_an_earlier_version_is_refused_and_left_alone(tmp_path: Path) -> None:
     """Earlier versions keyed every row by the org's name; such a file is not read as ids."""
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as old:
-        old.execute(
-            "CREATE TABLE amplitude_ids (org VARCHAR NOT NULL, user_id VARCHAR NOT NULL, "
-            "amplitude_id BIGINT NOT NULL, PRIMARY KEY (org, user_id))"
-        )
-        old.execute("INSERT INTO amplitude_ids VALUES ('org-a', 'u', 1)")
-    old.close()
+    path = write_pre_org_id_database(tmp_path / "old.db")
     with pytest.raises(UnsupportedDatabase, match="earlier version of the emulator"):
         Database(f"sqlite:///{path}")
     with sqlite3.connect(path) as old:

@@ -210,12 +210,11 @@ class Database:
             assert not self.sqlite.in_transaction, "an org id given inside a transaction"
             with self.transaction() as connection:
                 connection.execute(_ADD_ORG, (name,))
-            found = self.org_id(name)
         else:
             from emulator.storage import core
 
             core.add_org(self.engine, name)
-            found = self.org_id(name)
+        found = self.org_id(name)
         assert found is not None
         return found
 

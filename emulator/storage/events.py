@@ -358,8 +358,8 @@ class EventReader:
 
 
 class EventStore:
-    """Events and identities of every org, on the mapping store's engine. Callers serialise
-    writes (see Backend)."""
+    """Events and identities of every org, on the Database's engine. Callers serialise writes
+    (see Backend)."""
 
     def __init__(self, database: Database) -> None:
         self._database = database

@@ -160,42 +160,42 @@ class SqliteStatements:
     upserts = True  # INSERT ... ON CONFLICT DO UPDATE
 
     def __init__(self, connection: sqlite3.Connection) -> None:
-        self._connection = connection
+        self.connection = connection
 
     def globals_of(self, org: int, user_ids: Sequence[str]) -> Iterable[tuple[str, str]]:
-        return self._connection.execute(_sqlite_globals_of(len(user_ids)), (org, *user_ids))
+        return self.connection.execute(_sqlite_globals_of(len(user_ids)), (org, *user_ids))
 
     def known_ids(self, org: int, user_ids: Sequence[str]) -> Iterable[tuple[str]]:
-        return self._connection.execute(_sqlite_known_ids(len(user_ids)), (org, *user_ids))
+        return self.connection.execute(_sqlite_known_ids(len(user_ids)), (org, *user_ids))
 
     def unmap(self, org: int, user_ids: Sequence[str]) -> None:
-        self._connection.execute(_sqlite_unmap(len(user_ids)), (org, *user_ids))
+        self.connection.execute(_sqlite_unmap(len(user_ids)), (org, *user_ids))
 
     def highest_amplitude_id(self, org: int) -> int | None:
-        return sqlite_highest_amplitude_id(self._connection, org)
+        return sqlite_highest_amplitude_id(self.connection, org)
 
     def insert_ids(self, rows: Sequence[IdRow]) -> None:
-        self._connection.executemany(_SQLITE_INSERT_IDS, rows)
+        self.connection.executemany(_SQLITE_INSERT_IDS, rows)
 
     def upsert_mappings(self, rows: Sequence[MappingRow]) -> None:
-        self._connection.executemany(_SQLITE_INSERT_MAPPINGS, rows)
+        self.connection.executemany(_SQLITE_INSERT_MAPPINGS, rows)
 
     def read_rows(self, org: int, user_ids: Sequence[str]) -> Iterable[ReadRow]:
-        return self._connection.execute(_sqlite_read(len(user_ids)), (org, *user_ids))
+        return self.connection.execute(_sqlite_read(len(user_ids)), (org, *user_ids))
 
     def amplitude_id_rows(self) -> Iterable[IdRow]:
-        return self._connection.execute(_SQLITE_AMPLITUDE_IDS)
+        return self.connection.execute(_SQLITE_AMPLITUDE_IDS)
 
     def mapping_rows(self) -> Iterable[MappingRow]:
-        return self._connection.execute(_SQLITE_MAPPINGS)
+        return self.connection.execute(_SQLITE_MAPPINGS)
 
     def counts(self) -> tuple[int, int, int]:
-        orgs, users = self._connection.execute(_SQLITE_COUNT_IDS).fetchone()
-        (mapped,) = self._connection.execute(_SQLITE_COUNT_MAPPINGS).fetchone()
+        orgs, users = self.connection.execute(_SQLITE_COUNT_IDS).fetchone()
+        (mapped,) = self.connection.execute(_SQLITE_COUNT_MAPPINGS).fetchone()
         return orgs, users, mapped
 
     def clear(self) -> None:
-        delete_rows(self._connection, None)
+        delete_rows(self.connection, None)
 
 
 class OrgTransaction:
@@ -331,12 +331,12 @@ class MappingStore:
 
     def commit_open(self) -> None:
         """Commit what `write(commit=False)` left open (nothing open: nothing to do)."""
-        if self._sqlite is not None and self._database.sqlite is not None:
-            self._database.sqlite.commit()
+        if self._sqlite is not None:
+            self._sqlite.connection.commit()
 
     def rollback_open(self) -> None:
-        if self._sqlite is not None and self._database.sqlite is not None:
-            self._database.sqlite.rollback()
+        if self._sqlite is not None:
+            self._sqlite.connection.rollback()
 
     def read(self, org: str, user_ids: Sequence[str]) -> dict[str, UserMappings]:
         """Direct edges of each requested user, in request order (spec section 4)."""
